@@ -1,0 +1,271 @@
+//! The model file container (docs/format.md): a fixed header, a postcard body, a CRC-32.
+//!
+//! ```text
+//! offset  size  field
+//! 0       4     magic "SPRT"
+//! 4       2     format version, u16 little-endian (1)
+//! 6       1     kind: 0 = f32, 1 = int8
+//! 7       1     reserved, 0
+//! 8       4     body length in bytes, u32 little-endian
+//! 12      n     body: postcard-encoded ModelBody
+//! 12+n    4     CRC-32 (IEEE, as zlib) of bytes 0..12+n, u32 little-endian
+//! ```
+//!
+//! Parsing borrows tensor bytes straight from the input slice, so firmware reads its
+//! weights from flash without copying them.
+
+use crate::error::{Error, Result};
+use crate::spec::ArchSpec;
+use serde::{Deserialize, Serialize};
+
+/// First four bytes of every model file.
+pub const MAGIC: [u8; 4] = *b"SPRT";
+/// The format version this build writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+/// Bytes before the body.
+pub const HEADER_LEN: usize = 12;
+/// Bytes after the body (the CRC).
+pub const TRAILER_LEN: usize = 4;
+/// Most tensors one model may hold.
+pub const MAX_TENSORS: usize = 64;
+
+const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+
+/// CRC-32 (IEEE 802.3, the zlib/PNG one) of `bytes`.
+pub fn crc32(bytes: &[u8]) -> u32 {
+    CRC32.checksum(bytes)
+}
+
+/// What the tensors of a model hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ModelKind {
+    /// Float weights: the reference model the trainer writes.
+    F32 = 0,
+    /// Quantized weights, bit tables and requantisation constants.
+    Int8 = 1,
+}
+
+impl ModelKind {
+    /// Decodes the kind byte.
+    pub fn from_byte(b: u8) -> Result<Self> {
+        match b {
+            0 => Ok(ModelKind::F32),
+            1 => Ok(ModelKind::Int8),
+            other => Err(Error::UnknownKind(other)),
+        }
+    }
+
+    /// Human name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::F32 => "f32",
+            ModelKind::Int8 => "int8",
+        }
+    }
+}
+
+/// Element type of a stored tensor; all are little-endian.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DType {
+    /// IEEE 754 single precision.
+    F32,
+    /// Signed byte.
+    I8,
+    /// Unsigned byte.
+    U8,
+    /// Signed 32-bit integer.
+    I32,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 | DType::I32 => 4,
+            DType::I8 | DType::U8 => 1,
+        }
+    }
+}
+
+/// A tensor borrowed from the file: type, dimensions (outermost first) and raw bytes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TensorRef<'a> {
+    /// Element type.
+    pub dtype: DType,
+    /// Dimensions, outermost first.
+    pub dims: heapless::Vec<u32, 4>,
+    /// Little-endian element bytes.
+    pub data: &'a [u8],
+}
+
+impl<'a> TensorRef<'a> {
+    /// A tensor over `data` with the given dims (more than 4 dims are truncated away,
+    /// which validation then reports as a shape mismatch).
+    pub fn new(dtype: DType, dims: &[u32], data: &'a [u8]) -> Self {
+        let mut d = heapless::Vec::new();
+        for &x in dims.iter().take(4) {
+            let _ = d.push(x);
+        }
+        TensorRef {
+            dtype,
+            dims: d,
+            data,
+        }
+    }
+
+    /// Checks that dtype, dims and byte length are exactly as expected.
+    pub fn expect(&self, index: usize, dtype: DType, dims: &[u32]) -> Result<()> {
+        let mismatch = |reason| Error::TensorMismatch {
+            tensor: index,
+            reason,
+        };
+        if self.dtype != dtype {
+            return Err(mismatch("wrong element type"));
+        }
+        if self.dims.as_slice() != dims {
+            return Err(mismatch("dimensions differ from the spec"));
+        }
+        let elements = dims
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize))
+            .ok_or(mismatch("dimensions overflow"))?;
+        let bytes = elements
+            .checked_mul(dtype.size())
+            .ok_or(mismatch("dimensions overflow"))?;
+        if self.data.len() != bytes {
+            return Err(mismatch("byte length differs from its dimensions"));
+        }
+        Ok(())
+    }
+}
+
+/// The decoded body: the architecture and its tensors in spec order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelBody<'a> {
+    /// What the network is.
+    pub spec: ArchSpec,
+    /// What it learned, in layer order (weight before bias), then kind-specific extras.
+    #[serde(borrow)]
+    pub tensors: heapless::Vec<TensorRef<'a>, MAX_TENSORS>,
+}
+
+/// A parsed (container-checked, not yet semantically validated) model file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelFile<'a> {
+    /// Tensor kind.
+    pub kind: ModelKind,
+    /// The body.
+    pub body: ModelBody<'a>,
+    /// The file's CRC-32, a convenient model identity.
+    pub crc: u32,
+}
+
+fn read_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn read_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+impl<'a> ModelFile<'a> {
+    /// Checks magic, version, kind, length and CRC, then decodes the body. Tensor
+    /// contents are checked later by the model that interprets them.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self> {
+        if bytes.len() < HEADER_LEN + TRAILER_LEN {
+            if bytes.len() >= 4 && bytes[..4] != MAGIC {
+                return Err(Error::BadMagic);
+            }
+            return Err(Error::Truncated {
+                needed: HEADER_LEN + TRAILER_LEN,
+                got: bytes.len(),
+            });
+        }
+        if bytes[..4] != MAGIC {
+            return Err(Error::BadMagic);
+        }
+        let version = read_u16(bytes, 4);
+        if version != FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion(version));
+        }
+        let kind = ModelKind::from_byte(bytes[6])?;
+        if bytes[7] != 0 {
+            return Err(Error::Decode);
+        }
+        let body_len = read_u32(bytes, 8) as usize;
+        let total = HEADER_LEN
+            .checked_add(body_len)
+            .and_then(|n| n.checked_add(TRAILER_LEN))
+            .ok_or(Error::Decode)?;
+        if bytes.len() < total {
+            return Err(Error::Truncated {
+                needed: total,
+                got: bytes.len(),
+            });
+        }
+        if bytes.len() > total {
+            return Err(Error::TrailingBytes {
+                extra: bytes.len() - total,
+            });
+        }
+        let content = &bytes[..HEADER_LEN + body_len];
+        let stored = read_u32(bytes, HEADER_LEN + body_len);
+        let computed = crc32(content);
+        if stored != computed {
+            return Err(Error::BadChecksum { stored, computed });
+        }
+        let (body, rest): (ModelBody<'a>, &[u8]) =
+            postcard::take_from_bytes(&content[HEADER_LEN..]).map_err(|_| Error::Decode)?;
+        if !rest.is_empty() {
+            return Err(Error::Decode);
+        }
+        Ok(ModelFile {
+            kind,
+            body,
+            crc: stored,
+        })
+    }
+}
+
+/// Encodes a model file into `out`, returning the number of bytes written.
+///
+/// Needs no allocator, so a device could re-emit a model; host tools use [`to_vec`].
+pub fn write_into(kind: ModelKind, body: &ModelBody<'_>, out: &mut [u8]) -> Result<usize> {
+    if out.len() < HEADER_LEN + TRAILER_LEN {
+        return Err(Error::OutputFull);
+    }
+    let body_len = postcard::to_slice(body, &mut out[HEADER_LEN..])
+        .map_err(|_| Error::OutputFull)?
+        .len();
+    let body_len_u32 = u32::try_from(body_len).map_err(|_| Error::OutputFull)?;
+    out[..4].copy_from_slice(&MAGIC);
+    out[4..6].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out[6] = kind as u8;
+    out[7] = 0;
+    out[8..12].copy_from_slice(&body_len_u32.to_le_bytes());
+    let end = HEADER_LEN + body_len;
+    if out.len() < end + TRAILER_LEN {
+        return Err(Error::OutputFull);
+    }
+    let crc = crc32(&out[..end]);
+    out[end..end + TRAILER_LEN].copy_from_slice(&crc.to_le_bytes());
+    Ok(end + TRAILER_LEN)
+}
+
+/// Encodes a model file into a new vector.
+#[cfg(feature = "alloc")]
+pub fn to_vec(kind: ModelKind, body: &ModelBody<'_>) -> alloc::vec::Vec<u8> {
+    // Serialising into a Vec cannot fail for these types.
+    let encoded = postcard::to_allocvec(body).unwrap_or_default();
+    let mut out = alloc::vec::Vec::with_capacity(HEADER_LEN + encoded.len() + TRAILER_LEN);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.push(kind as u8);
+    out.push(0);
+    out.extend_from_slice(&(encoded.len() as u32).to_le_bytes());
+    out.extend_from_slice(&encoded);
+    let crc = crc32(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}

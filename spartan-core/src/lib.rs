@@ -1,0 +1,31 @@
+//! # spartan-core
+//!
+//! The `no_std`, allocation-free heart of Spartan Networks (Menet et al., 2018):
+//!
+//! - [`activation`]: composite activations (step forward, synthetic gradient backward);
+//! - [`filter`]: the binary filtering layers and their exact bit tables over `u8` pixels;
+//! - [`spec`]: layer and architecture specs, and the named architectures of the paper;
+//! - [`format`]: the versioned, checksummed, zero-copy model file;
+//! - [`float`]: reference f32 inference into a caller-provided arena.
+//!
+//! Layer semantics live here once; the trainer and the firmware both use them.
+//!
+//! ```
+//! use spartan_core::activation::Activation;
+//! // HSAT: a step forward, arctan' backward.
+//! assert_eq!(Activation::Hsat.forward(0.3), 1.0);
+//! assert_eq!(Activation::Hsat.surrogate_grad(1.0), 0.5);
+//! ```
+#![cfg_attr(not(test), no_std)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
+pub mod activation;
+pub mod error;
+pub mod filter;
+pub mod float;
+pub mod format;
+pub mod spec;
+
+pub use error::{Error, Result};
