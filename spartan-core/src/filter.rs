@@ -58,6 +58,21 @@ pub fn unit_preactivation(w: f32, x: f32, b: f32) -> f32 {
     w * x + b
 }
 
+/// Pre-activation of one Conv-Filtering output at one pixel: `Σ_c w(c)·x[c] + b`, where
+/// `w(c)` is the weight from channel `c`. With one channel it is exactly
+/// [`unit_preactivation`], the expression bit tables are compiled from.
+#[inline]
+pub fn conv_filter_preactivation(weight_of: impl Fn(usize) -> f32, bias: f32, xs: &[f32]) -> f32 {
+    if let [x] = xs {
+        return unit_preactivation(weight_of(0), *x, bias);
+    }
+    let mut z = bias;
+    for (c, &x) in xs.iter().enumerate() {
+        z += weight_of(c) * x;
+    }
+    z
+}
+
 /// Initial Conv-Filtering bias for threshold `k` of `beta` (step types):
 /// `b_k = -(k+1)/(β+1)`, thresholds spread evenly inside `(0, 1)`.
 pub fn initial_step_bias(k: usize, beta: usize) -> f32 {

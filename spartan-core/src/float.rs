@@ -5,7 +5,7 @@
 //! over speed; the trainer has its own GEMM-based layers and tests that they agree.
 
 use crate::error::{Error, Result};
-use crate::filter::{pixel_to_unit, unit_preactivation, FilterKind};
+use crate::filter::{conv_filter_preactivation, pixel_to_unit, unit_preactivation, FilterKind};
 use crate::format::{DType, ModelFile, ModelKind, TensorRef};
 use crate::spec::{ArchSpec, LayerSpec, Shape, MAX_LAYERS};
 
@@ -333,7 +333,11 @@ fn run_layer(
                     // Conv: a 1×1 convolution of the C channels into β outputs.
                     FilterKind::Conv => {
                         for k in 0..beta {
-                            let z = conv_filter_preactivation(w, xs, beta, k);
+                            let z = conv_filter_preactivation(
+                                |c| w.weight.get(c * beta + k),
+                                w.bias.get(k),
+                                xs,
+                            );
                             y[p * beta + k] = f.activation.forward(z);
                         }
                     }
@@ -408,17 +412,4 @@ fn run_layer(
             }
         }
     }
-}
-
-/// `Σ_c w[c][k]·x[c] + b[k]` for one pixel; with one channel exactly
-/// [`unit_preactivation`], the expression the bit tables are compiled from.
-pub fn conv_filter_preactivation(w: &LayerWeights<'_>, xs: &[f32], beta: usize, k: usize) -> f32 {
-    if let [xv] = xs {
-        return unit_preactivation(w.weight.get(k), *xv, w.bias.get(k));
-    }
-    let mut z = w.bias.get(k);
-    for (c, &xv) in xs.iter().enumerate() {
-        z += w.weight.get(c * beta + k) * xv;
-    }
-    z
 }

@@ -1,1 +1,14 @@
-//! Host-side trainer for Spartan Networks (work in progress: see the trainer issue).
+//! # spartan-train
+//!
+//! The host side of Spartan Networks: IDX data, synthetic-gradient training on CPU,
+//! evaluation, attacks, export and reports. Layer semantics (activations, filters,
+//! shapes, the model file) come from `spartan-core`.
+
+pub mod arch;
+pub mod cli;
+pub mod data;
+pub mod eval;
+pub mod fsutil;
+pub mod nn;
+pub mod progress;
+pub mod train;

@@ -1,11 +1,11 @@
 //! The `spartan` command-line tool.
+
 use clap::Parser;
 
-/// Spartan Networks: train, evaluate, attack and export robust classifiers.
-#[derive(Parser)]
-#[command(name = "spartan", version, about)]
-struct Cli {}
-
 fn main() {
-    let _ = Cli::parse();
+    let cli = spartan_train::cli::Cli::parse();
+    if let Err(e) = spartan_train::cli::run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
 }

@@ -1,0 +1,58 @@
+//! The `spartan` CLI: argument definitions and dispatch. Each subcommand lives in its
+//! own module; `anyhow` is used only at this edge.
+
+mod inspect;
+mod train;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Spartan Networks: train, evaluate, attack, quantize and export robust classifiers.
+#[derive(Debug, Parser)]
+#[command(name = "spartan", version, about, long_about = None)]
+pub struct Cli {
+    /// Hide progress bars.
+    #[arg(long, global = true)]
+    pub quiet: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Data source options shared by subcommands.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DataArgs {
+    /// Directory with MNIST-format IDX files (raw or .gz); default: the embedded subset.
+    #[arg(long, env = "SPARTAN_DATA", value_name = "DIR")]
+    pub data: Option<PathBuf>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train a network with synthetic-gradient backprop.
+    Train(train::TrainArgs),
+    /// Accuracy and confusion matrix of a model on the test set.
+    Eval(train::EvalArgs),
+    /// Layers, parameter counts and filter thresholds of a model file.
+    Inspect(inspect::InspectArgs),
+    /// Print a named architecture as a TOML spec (a template for custom candidates).
+    Spec(inspect::SpecArgs),
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let progress = crate::progress::Progress { quiet: cli.quiet };
+    match cli.command {
+        Command::Train(a) => train::train(a, progress),
+        Command::Eval(a) => train::eval(a, progress),
+        Command::Inspect(a) => inspect::inspect(a),
+        Command::Spec(a) => inspect::spec(a),
+    }
+}
+
+/// Reads a model file with a clear error.
+pub(crate) fn read_model_file(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    use anyhow::Context;
+    std::fs::read(path).with_context(|| format!("cannot read model file {}", path.display()))
+}

@@ -1,0 +1,140 @@
+//! `spartan train` and `spartan eval`.
+
+use super::{read_model_file, DataArgs};
+use crate::arch::{resolve, Overrides};
+use crate::data;
+use crate::eval::evaluate;
+use crate::nn::optim::AdamConfig;
+use crate::nn::Network;
+use crate::progress::Progress;
+use crate::train::{self as trainer, read_config, TrainConfig};
+use anyhow::{bail, Context};
+use std::path::PathBuf;
+
+/// Arguments of `spartan train`.
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// standard, candidate-a, candidate-b, candidate-c, or a path to a TOML spec.
+    #[arg(long, default_value = "candidate-c")]
+    pub arch: String,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Passes over the training set.
+    #[arg(long, default_value_t = 6)]
+    pub epochs: usize,
+    /// Examples per step.
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f32,
+    /// Filter-regularisation scaling factor (default: the spec's, 1e-5 for named archs).
+    #[arg(long)]
+    pub sf: Option<f32>,
+    /// σ of normal-distribution activations (default: the spec's, 1).
+    #[arg(long)]
+    pub sigma: Option<f32>,
+    /// Thresholds per pixel of the filtering layer, β (default: the spec's, 4).
+    #[arg(long)]
+    pub beta: Option<u16>,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Run directory (created): model.spartan, loss.csv, loss.png, summary.json, checkpoint.
+    #[arg(long, value_name = "RUN_DIR", required_unless_present = "resume")]
+    pub out: Option<PathBuf>,
+    /// Continue an interrupted run from its last finished epoch.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with = "out")]
+    pub resume: Option<PathBuf>,
+}
+
+/// Arguments of `spartan eval`.
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    /// Model file (f32 kind).
+    #[arg(long)]
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+pub(super) fn train(a: TrainArgs, progress: Progress) -> anyhow::Result<()> {
+    let (config, out, resume) = match &a.resume {
+        Some(run) => {
+            let cfg = read_config(run)?;
+            (cfg, run.clone(), true)
+        }
+        None => {
+            let out = a.out.clone().context("--out is required")?;
+            let overrides = Overrides {
+                beta: a.beta,
+                sf: a.sf,
+                sigma: a.sigma,
+            };
+            let data_desc = match &a.data.data {
+                Some(d) => d.display().to_string(),
+                None => "embedded".to_string(),
+            };
+            let cfg = TrainConfig {
+                arch_name: a.arch.clone(),
+                spec: resolve(&a.arch, overrides, 10)?,
+                epochs: a.epochs,
+                batch: a.batch,
+                adam: AdamConfig {
+                    lr: a.lr,
+                    ..AdamConfig::default()
+                },
+                seed: a.seed,
+                data: data_desc,
+            };
+            (cfg, out, false)
+        }
+    };
+    config.validate()?;
+    let data_dir = match config.data.as_str() {
+        "embedded" => None,
+        d => Some(PathBuf::from(d)),
+    };
+    let splits = data::load(data_dir.as_deref())?;
+    eprintln!(
+        "training {} ({} parameters) on {}: {} train / {} test images, {} epochs, batch {}, seed {}",
+        config.arch_name,
+        config.spec.parameter_count()?,
+        splits.source,
+        splits.train.len(),
+        splits.test.len(),
+        config.epochs,
+        config.batch,
+        config.seed
+    );
+    let (summary, _) = trainer::train(&config, &splits, &out, resume, &progress)?;
+    println!(
+        "test accuracy {:.2}% after {} epochs ({:.1} s, {:.0} samples/s); wrote {}",
+        summary.test_accuracy * 100.0,
+        summary.epochs,
+        summary.train_seconds,
+        summary.samples_per_second,
+        out.join(trainer::files::MODEL).display()
+    );
+    Ok(())
+}
+
+pub(super) fn eval(a: EvalArgs, _progress: Progress) -> anyhow::Result<()> {
+    let bytes = read_model_file(&a.model)?;
+    let mut net = Network::load(&bytes).with_context(|| format!("{}", a.model.display()))?;
+    let splits = data::load(a.data.data.as_deref())?;
+    splits.test.check_shape(net.shapes()[0])?;
+    splits.test.check_classes(net.classes())?;
+    if splits.test.is_empty() {
+        bail!("the test set is empty");
+    }
+    let e = evaluate(&mut net, &splits.test);
+    println!(
+        "accuracy {:.2}% on {} test images of {}",
+        e.accuracy * 100.0,
+        e.n,
+        splits.source
+    );
+    print!("{}", e.confusion_table());
+    Ok(())
+}

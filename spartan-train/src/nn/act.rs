@@ -1,0 +1,124 @@
+//! Applying a core [`Activation`] to a layer's pre-activations, forward and backward.
+//!
+//! The maths (forward value, synthetic gradient) is `spartan-core`'s; this module only
+//! decides what must be kept for the backward pass and how BPDA replaces a step.
+
+use spartan_core::activation::Activation;
+
+/// What the backward pass uses in place of a step's derivative.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GradMode {
+    /// The composite activation's synthetic gradient (training, default BPDA attack).
+    #[default]
+    Surrogate,
+    /// BPDA with the step taken as the identity: `H(z)` → 1, `H(cos z)` → `-sin z`.
+    Identity,
+}
+
+/// True when backward needs the pre-activation `z` (steps); ReLU and linear layers
+/// recover their derivative from the output alone.
+pub fn keeps_preactivation(act: Activation) -> bool {
+    act.is_binary()
+}
+
+/// Replaces pre-activations by activations in place, keeping `z` in `pre` if needed.
+pub fn forward_in_place(act: Activation, values: &mut [f32], pre: Option<&mut [f32]>) {
+    if let Some(pre) = pre {
+        pre.copy_from_slice(values);
+    }
+    if act != Activation::Linear {
+        values.iter_mut().for_each(|v| *v = act.forward(*v));
+    }
+}
+
+/// Multiplies an upstream gradient by the activation's (synthetic) derivative.
+///
+/// `pre` is the kept pre-activation (for steps), `out` the forward output.
+pub fn backward_in_place(
+    act: Activation,
+    mode: GradMode,
+    pre: &[f32],
+    out: &[f32],
+    grad: &mut [f32],
+) {
+    match act {
+        Activation::Linear => {}
+        Activation::Relu => {
+            for (g, &y) in grad.iter_mut().zip(out) {
+                if y <= 0.0 {
+                    *g = 0.0;
+                }
+            }
+        }
+        _ => match mode {
+            GradMode::Surrogate => {
+                for (g, &z) in grad.iter_mut().zip(pre) {
+                    *g *= act.surrogate_grad(z);
+                }
+            }
+            GradMode::Identity if act.is_cosine() => {
+                for (g, &z) in grad.iter_mut().zip(pre) {
+                    *g *= -z.sin();
+                }
+            }
+            GradMode::Identity => {}
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The backward of every composite activation is exactly upstream · surrogate_grad(z).
+    #[test]
+    fn backward_is_upstream_times_core_surrogate_exactly() {
+        let z: Vec<f32> = (0..200).map(|i| (i as f32 - 100.0) * 0.07).collect();
+        let up: Vec<f32> = (0..200)
+            .map(|i| ((i * 7919) % 13) as f32 * 0.1 - 0.6)
+            .collect();
+        for act in Activation::ALL {
+            let mut y = z.clone();
+            let mut pre = vec![0.0; z.len()];
+            forward_in_place(
+                act,
+                &mut y,
+                keeps_preactivation(act).then_some(pre.as_mut_slice()),
+            );
+            let mut g = up.clone();
+            backward_in_place(act, GradMode::Surrogate, &pre, &y, &mut g);
+            for i in 0..z.len() {
+                assert_eq!(y[i], act.forward(z[i]), "{act} forward");
+                assert_eq!(
+                    g[i],
+                    up[i] * act.surrogate_grad(z[i]),
+                    "{act} backward at {}",
+                    z[i]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn identity_bpda_passes_steps_through() {
+        let z = [-1.0f32, 0.5, 2.0];
+        let mut g = [1.0f32; 3];
+        backward_in_place(
+            Activation::Hsat,
+            GradMode::Identity,
+            &z,
+            &[0.0, 1.0, 1.0],
+            &mut g,
+        );
+        assert_eq!(g, [1.0; 3]);
+        let mut g = [1.0f32; 3];
+        backward_in_place(
+            Activation::CosHsat,
+            GradMode::Identity,
+            &z,
+            &[1.0; 3],
+            &mut g,
+        );
+        assert_eq!(g, [1f32.sin(), -0.5f32.sin(), -2f32.sin()]);
+    }
+}

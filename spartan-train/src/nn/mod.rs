@@ -1,0 +1,14 @@
+//! Layers with backward passes, the loss and the optimiser.
+
+pub mod act;
+pub mod batch;
+pub mod conv;
+pub mod dense;
+pub mod filter;
+pub mod gemm;
+pub mod loss;
+pub mod network;
+pub mod optim;
+pub mod pool;
+
+pub use network::Network;

@@ -1,0 +1,325 @@
+//! The training loop: seeded shuffles, synthetic-gradient backprop, Adam, per-batch
+//! loss log, atomic per-epoch checkpoints and resumption after an interruption.
+
+use crate::data::Splits;
+use crate::eval::evaluate;
+use crate::fsutil::{write_atomic, write_atomic_str};
+use crate::nn::loss::softmax_cross_entropy;
+use crate::nn::optim::{AdamConfig, AdamState};
+use crate::nn::Network;
+use crate::progress::Progress;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use spartan_core::spec::ArchSpec;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// File names inside a run directory.
+pub mod files {
+    /// The run's configuration (JSON), written before the first epoch.
+    pub const CONFIG: &str = "run.json";
+    /// Network and optimiser state after the last finished epoch.
+    pub const CHECKPOINT: &str = "checkpoint.bin";
+    /// The trained model (core model file, f32 kind).
+    pub const MODEL: &str = "model.spartan";
+    /// Per-batch loss.
+    pub const LOSS_CSV: &str = "loss.csv";
+    /// Loss plot.
+    pub const LOSS_PNG: &str = "loss.png";
+    /// Final metrics (JSON).
+    pub const SUMMARY: &str = "summary.json";
+}
+
+/// Everything that defines a training run (saved as `run.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// What `--arch` said (a name or a spec path).
+    pub arch_name: String,
+    /// The resolved architecture.
+    pub spec: ArchSpec,
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Examples per step.
+    pub batch: usize,
+    /// Optimiser settings.
+    pub adam: AdamConfig,
+    /// Seed of every random choice (init, shuffles).
+    pub seed: u64,
+    /// Description of the data source.
+    pub data: String,
+}
+
+/// Why training could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A run-directory file could not be written or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A bad setting.
+    #[error("{0}")]
+    Config(String),
+    /// The run directory holds something unexpected.
+    #[error("{path}: {message}")]
+    Resume {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The model could not be built.
+    #[error(transparent)]
+    Core(#[from] spartan_core::Error),
+    /// The data does not fit the model.
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Network and optimiser state at an epoch boundary.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Checkpoint {
+    epochs_done: usize,
+    params: Vec<Vec<f32>>,
+    adam: AdamState,
+    losses: Vec<f32>,
+    test_accuracy: Vec<f64>,
+    seconds: f64,
+}
+
+/// What a finished run reports (saved as `summary.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// `--arch` as given.
+    pub arch: String,
+    /// Learned parameters.
+    pub parameters: usize,
+    /// Epochs trained.
+    pub epochs: usize,
+    /// Batch size.
+    pub batch: usize,
+    /// Learning rate.
+    pub lr: f32,
+    /// Seed.
+    pub seed: u64,
+    /// Data source.
+    pub data: String,
+    /// Training examples.
+    pub train_examples: usize,
+    /// Test examples.
+    pub test_examples: usize,
+    /// Clean test accuracy in `[0, 1]`.
+    pub test_accuracy: f64,
+    /// Test accuracy after each epoch.
+    pub test_accuracy_per_epoch: Vec<f64>,
+    /// Loss of the last batch.
+    pub final_loss: f32,
+    /// Training wall time (seconds, excluding evaluation), over all sessions.
+    pub train_seconds: f64,
+    /// Training throughput.
+    pub samples_per_second: f64,
+    /// `spartan` version.
+    pub version: String,
+}
+
+impl TrainConfig {
+    /// Checks the numbers make sense before any work starts.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        if self.epochs == 0 {
+            return Err(TrainError::Config("--epochs must be at least 1".into()));
+        }
+        if self.batch == 0 {
+            return Err(TrainError::Config("--batch must be at least 1".into()));
+        }
+        if self.batch > 65_536 {
+            return Err(TrainError::Config("--batch must be at most 65536".into()));
+        }
+        if !(self.adam.lr.is_finite() && self.adam.lr > 0.0 && self.adam.lr < 10.0) {
+            return Err(TrainError::Config("--lr must be in (0, 10)".into()));
+        }
+        self.spec.shapes()?;
+        Ok(())
+    }
+}
+
+/// Deterministic order of the training set for one epoch.
+fn epoch_order(seed: u64, epoch: usize, n: usize) -> Vec<usize> {
+    let mut rng =
+        ChaCha8Rng::seed_from_u64(seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(epoch as u64 + 1)));
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut rng);
+    order
+}
+
+/// Writes `loss.csv` (one row per batch).
+fn write_loss_csv(path: &Path, losses: &[f32], batches_per_epoch: usize) -> std::io::Result<()> {
+    let mut s = String::from("step,epoch,loss\n");
+    for (i, l) in losses.iter().enumerate() {
+        s += &format!("{},{},{}\n", i + 1, i / batches_per_epoch.max(1) + 1, l);
+    }
+    write_atomic_str(path, &s)
+}
+
+/// Trains (or resumes) a run in `out`; returns the summary and the trained network.
+pub fn train(
+    config: &TrainConfig,
+    data: &Splits,
+    out: &Path,
+    resume: bool,
+    progress: &Progress,
+) -> Result<(Summary, Network), TrainError> {
+    config.validate()?;
+    let shapes = config.spec.shapes()?;
+    data.train.check_shape(shapes[0])?;
+    data.train.check_classes(config.spec.classes())?;
+    data.test.check_classes(config.spec.classes())?;
+    std::fs::create_dir_all(out).map_err(io_err(out))?;
+    let config_path = out.join(files::CONFIG);
+    let ckpt_path = out.join(files::CHECKPOINT);
+
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    let mut net = Network::init(&config.spec, &mut rng)?;
+    let mut state = Checkpoint {
+        epochs_done: 0,
+        params: Vec::new(),
+        adam: AdamState::new(net.param_lens()),
+        losses: Vec::new(),
+        test_accuracy: Vec::new(),
+        seconds: 0.0,
+    };
+    if resume && ckpt_path.is_file() {
+        let bytes = std::fs::read(&ckpt_path).map_err(io_err(&ckpt_path))?;
+        let ck: Checkpoint = postcard::from_bytes(&bytes).map_err(|e| TrainError::Resume {
+            path: ckpt_path.clone(),
+            message: format!("corrupt checkpoint ({e})"),
+        })?;
+        net.set_param_values(&ck.params)
+            .map_err(|message| TrainError::Resume {
+                path: ckpt_path.clone(),
+                message,
+            })?;
+        state = ck;
+    } else {
+        let json = serde_json::to_string_pretty(config).unwrap_or_default();
+        write_atomic_str(&config_path, &json).map_err(io_err(&config_path))?;
+    }
+
+    let n = data.train.len();
+    let batches_per_epoch = n.div_ceil(config.batch);
+    let classes = config.spec.classes();
+    let mut x = Vec::new();
+    let mut labels = Vec::new();
+    let mut dlogits = Vec::new();
+    let total = (config.epochs * batches_per_epoch) as u64;
+    let bar = progress.bar(total, "train");
+    bar.set_position((state.epochs_done * batches_per_epoch) as u64);
+    for epoch in state.epochs_done..config.epochs {
+        let started = Instant::now();
+        let order = epoch_order(config.seed, epoch, n);
+        for idx in order.chunks(config.batch) {
+            let len = data.train.image_len();
+            x.clear();
+            labels.clear();
+            for &i in idx {
+                x.extend(
+                    data.train
+                        .image(i)
+                        .iter()
+                        .map(|&p| spartan_core::filter::pixel_to_unit(p)),
+                );
+                labels.push(data.train.labels[i]);
+            }
+            debug_assert_eq!(x.len(), idx.len() * len);
+            let (logits, reg) = net.forward(&x, idx.len());
+            dlogits.resize(logits.len(), 0.0);
+            let ce = softmax_cross_entropy(logits, &labels, classes, &mut dlogits);
+            net.backward(&dlogits, false, true);
+            state.adam.step(&config.adam, net.params_and_grads());
+            net.after_update();
+            state.losses.push(ce + reg);
+            bar.inc(1);
+            if state.losses.len().is_multiple_of(10) {
+                let secs = started.elapsed().as_secs_f64().max(1e-9);
+                let done = (state.losses.len() - epoch * batches_per_epoch) * config.batch;
+                bar.set_message(format!(
+                    "epoch {}/{} loss {:.4} {:.0} samples/s",
+                    epoch + 1,
+                    config.epochs,
+                    ce + reg,
+                    done as f64 / secs
+                ));
+            }
+        }
+        state.seconds += started.elapsed().as_secs_f64();
+        let acc = evaluate(&mut net, &data.test).accuracy;
+        state.test_accuracy.push(acc);
+        state.epochs_done = epoch + 1;
+        state.params = net.param_values();
+        bar.println(format!(
+            "epoch {}/{}: loss {:.4}, test accuracy {:.2}%",
+            epoch + 1,
+            config.epochs,
+            state.losses.last().copied().unwrap_or(f32::NAN),
+            acc * 100.0
+        ));
+        let bytes = postcard::to_allocvec(&state)
+            .map_err(|e| TrainError::Config(format!("checkpoint encoding: {e}")))?;
+        write_atomic(&ckpt_path, &bytes).map_err(io_err(&ckpt_path))?;
+        let loss_path = out.join(files::LOSS_CSV);
+        write_loss_csv(&loss_path, &state.losses, batches_per_epoch).map_err(io_err(&loss_path))?;
+    }
+    bar.finish_and_clear();
+
+    let model_path = out.join(files::MODEL);
+    write_atomic(&model_path, &net.to_model_bytes()).map_err(io_err(&model_path))?;
+    let test_accuracy = match state.test_accuracy.last() {
+        Some(&a) => a,
+        None => evaluate(&mut net, &data.test).accuracy,
+    };
+    let summary = Summary {
+        arch: config.arch_name.clone(),
+        parameters: config.spec.parameter_count()?,
+        epochs: config.epochs,
+        batch: config.batch,
+        lr: config.adam.lr,
+        seed: config.seed,
+        data: config.data.clone(),
+        train_examples: n,
+        test_examples: data.test.len(),
+        test_accuracy,
+        test_accuracy_per_epoch: state.test_accuracy.clone(),
+        final_loss: state.losses.last().copied().unwrap_or(f32::NAN),
+        train_seconds: state.seconds,
+        samples_per_second: (config.epochs * n) as f64 / state.seconds.max(1e-9),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let summary_path = out.join(files::SUMMARY);
+    write_atomic_str(
+        &summary_path,
+        &serde_json::to_string_pretty(&summary).unwrap_or_default(),
+    )
+    .map_err(io_err(&summary_path))?;
+    Ok((summary, net))
+}
+
+/// Reads the configuration of an existing run directory (for `--resume`).
+pub fn read_config(run: &Path) -> Result<TrainConfig, TrainError> {
+    let path = run.join(files::CONFIG);
+    let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+    serde_json::from_str(&text).map_err(|e| TrainError::Resume {
+        path,
+        message: format!("not a run configuration ({e})"),
+    })
+}
