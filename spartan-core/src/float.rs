@@ -38,6 +38,12 @@ impl<'a> F32Slice<'a> {
         }
     }
 
+    /// Little-endian bytes of values `start .. start + len` (empty if out of range).
+    #[inline]
+    pub fn range(&self, start: usize, len: usize) -> &'a [u8] {
+        self.0.get(start * 4..(start + len) * 4).unwrap_or(&[])
+    }
+
     /// All values in order.
     pub fn iter(&self) -> impl Iterator<Item = f32> + 'a {
         self.0
@@ -363,9 +369,7 @@ fn run_layer(
                             for ci in 0..ic {
                                 let xv = x[((oy + ky) * iw + ox + kx) * ic + ci];
                                 let base = ((ky * k + kx) * ic + ci) * oc;
-                                for (co, a) in acc.iter_mut().enumerate() {
-                                    *a += xv * w.weight.get(base + co);
-                                }
+                                axpy(acc, xv, w.weight.range(base, oc));
                             }
                         }
                     }
@@ -402,14 +406,20 @@ fn run_layer(
                 *out = w.bias.get(j);
             }
             for (i, &xv) in x.iter().enumerate() {
-                let base = i * n_out;
-                for (j, out) in y.iter_mut().enumerate().take(n_out) {
-                    *out += xv * w.weight.get(base + j);
-                }
+                axpy(&mut y[..n_out], xv, w.weight.range(i * n_out, n_out));
             }
             for out in y.iter_mut() {
                 *out = d.activation.forward(*out);
             }
         }
+    }
+}
+
+/// `acc[j] += a · w[j]` over little-endian weights; written over byte chunks so the
+/// compiler can vectorise it even though flash data may be unaligned.
+#[inline]
+fn axpy(acc: &mut [f32], a: f32, w_bytes: &[u8]) {
+    for (y, b) in acc.iter_mut().zip(w_bytes.chunks_exact(4)) {
+        *y += a * f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     }
 }

@@ -49,6 +49,9 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Description of the data source.
     pub data: String,
+    /// Train on the first N training images only.
+    #[serde(default)]
+    pub train_limit: Option<usize>,
 }
 
 /// Why training could not run.
@@ -148,6 +151,11 @@ impl TrainConfig {
         }
         if !(self.adam.lr.is_finite() && self.adam.lr > 0.0 && self.adam.lr < 10.0) {
             return Err(TrainError::Config("--lr must be in (0, 10)".into()));
+        }
+        if self.train_limit == Some(0) {
+            return Err(TrainError::Config(
+                "--train-limit must be at least 1".into(),
+            ));
         }
         self.spec.shapes()?;
         Ok(())

@@ -40,6 +40,9 @@ pub struct TrainArgs {
     /// Seed of every random choice.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Use only the first N training images (quick experiments).
+    #[arg(long, value_name = "N")]
+    pub train_limit: Option<usize>,
     /// Run directory (created): model.spartan, loss.csv, loss.png, summary.json, checkpoint.
     #[arg(long, value_name = "RUN_DIR", required_unless_present = "resume")]
     pub out: Option<PathBuf>,
@@ -86,6 +89,7 @@ pub(super) fn train(a: TrainArgs, progress: Progress) -> anyhow::Result<()> {
                 },
                 seed: a.seed,
                 data: data_desc,
+                train_limit: a.train_limit,
             };
             (cfg, out, false)
         }
@@ -95,7 +99,10 @@ pub(super) fn train(a: TrainArgs, progress: Progress) -> anyhow::Result<()> {
         "embedded" => None,
         d => Some(PathBuf::from(d)),
     };
-    let splits = data::load(data_dir.as_deref())?;
+    let mut splits = data::load(data_dir.as_deref())?;
+    if let Some(n) = config.train_limit {
+        splits.train = splits.train.take(n);
+    }
     eprintln!(
         "training {} ({} parameters) on {}: {} train / {} test images, {} epochs, batch {}, seed {}",
         config.arch_name,

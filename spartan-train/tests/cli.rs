@@ -1,0 +1,211 @@
+//! The `spartan` binary end to end: bad input gives a one-line error and a non-zero
+//! exit (never a panic), and an interrupted run resumes to the same result.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn spartan(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_spartan"))
+        .args(args)
+        .env_remove("SPARTAN_DATA")
+        .output()
+        .expect("run spartan")
+}
+
+/// Asserts failure with a single `error:` line mentioning `needle`, and no panic.
+fn assert_clean_error(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "want one line, got: {stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    assert!(lines[0].contains(needle), "want {needle:?} in: {stderr}");
+}
+
+fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut v = vec![0, 0, 8, dims.len() as u8];
+    for d in dims {
+        v.extend_from_slice(&d.to_be_bytes());
+    }
+    v.extend_from_slice(data);
+    v
+}
+
+/// A tiny MNIST-format directory: 20 training and 10 test 28×28 images.
+fn write_dataset(dir: &Path) {
+    let img = |n: usize| {
+        idx(
+            &[n as u32, 28, 28],
+            &(0..n * 784)
+                .map(|i| (i * 37 % 256) as u8)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let lab = |n: usize| {
+        idx(
+            &[n as u32],
+            &(0..n).map(|i| (i % 10) as u8).collect::<Vec<_>>(),
+        )
+    };
+    std::fs::write(dir.join("train-images-idx3-ubyte"), img(20)).unwrap();
+    std::fs::write(dir.join("train-labels-idx1-ubyte"), lab(20)).unwrap();
+    std::fs::write(dir.join("t10k-images-idx3-ubyte"), img(10)).unwrap();
+    std::fs::write(dir.join("t10k-labels-idx1-ubyte"), lab(10)).unwrap();
+}
+
+#[test]
+fn bad_inputs_get_one_line_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let run = d.join("run");
+    let run_s = run.to_str().unwrap();
+    let data = d.join("data");
+    std::fs::create_dir(&data).unwrap();
+    let data_s = data.to_str().unwrap();
+    write_dataset(&data);
+
+    assert_clean_error(
+        &spartan(&["train", "--batch", "0", "--out", run_s]),
+        "--batch must be at least 1",
+    );
+    assert_clean_error(
+        &spartan(&["train", "--epochs", "0", "--out", run_s]),
+        "--epochs must be at least 1",
+    );
+    assert_clean_error(
+        &spartan(&[
+            "train",
+            "--data",
+            d.join("nowhere").to_str().unwrap(),
+            "--out",
+            run_s,
+        ]),
+        "does not exist",
+    );
+    assert_clean_error(
+        &spartan(&["train", "--arch", "candidate-x", "--out", run_s]),
+        "unknown architecture",
+    );
+
+    // Truncated images file.
+    let full = std::fs::read(data.join("train-images-idx3-ubyte")).unwrap();
+    std::fs::write(
+        data.join("train-images-idx3-ubyte"),
+        &full[..full.len() - 100],
+    )
+    .unwrap();
+    assert_clean_error(
+        &spartan(&["train", "--data", data_s, "--out", run_s]),
+        "truncated",
+    );
+    // Wrong magic.
+    let mut bad = full.clone();
+    bad[2] = 0x0b;
+    std::fs::write(data.join("train-images-idx3-ubyte"), &bad).unwrap();
+    assert_clean_error(
+        &spartan(&["train", "--data", data_s, "--out", run_s]),
+        "not an IDX file",
+    );
+    std::fs::write(data.join("train-images-idx3-ubyte"), &full).unwrap();
+    // Label count differs from the image count.
+    std::fs::write(data.join("train-labels-idx1-ubyte"), idx(&[19], &[1; 19])).unwrap();
+    assert_clean_error(
+        &spartan(&["train", "--data", data_s, "--out", run_s]),
+        "20 images, but",
+    );
+    // A model file that is not one.
+    let junk = d.join("junk.spartan");
+    std::fs::write(&junk, b"definitely not a model").unwrap();
+    assert_clean_error(
+        &spartan(&["eval", "--model", junk.to_str().unwrap()]),
+        "not a Spartan model file",
+    );
+    assert_clean_error(
+        &spartan(&["inspect", d.join("missing").to_str().unwrap()]),
+        "cannot read model file",
+    );
+    assert!(!run.join("model.spartan").exists());
+}
+
+fn train_args<'a>(out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "--quiet",
+        "train",
+        "--arch",
+        "candidate-a",
+        "--epochs",
+        "3",
+        "--train-limit",
+        "1500",
+        "--batch",
+        "50",
+        "--seed",
+        "3",
+    ];
+    v.extend_from_slice(extra);
+    v.extend_from_slice(&["--out", out]);
+    v
+}
+
+#[test]
+fn killed_run_resumes_to_the_same_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let straight = tmp.path().join("straight");
+    let out = spartan(&train_args(straight.to_str().unwrap(), &[]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let killed = tmp.path().join("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spartan"))
+        .args(train_args(killed.to_str().unwrap(), &[]))
+        .env_remove("SPARTAN_DATA")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for the first epoch's checkpoint, then kill -9 in the middle of the next.
+    let ckpt = killed.join("checkpoint.bin");
+    let t0 = std::time::Instant::now();
+    while !ckpt.exists() {
+        assert!(t0.elapsed().as_secs() < 300, "no checkpoint written");
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let _ = child.kill(); // SIGKILL
+    let _ = child.wait();
+    let model = killed.join("model.spartan");
+    if model.exists() {
+        // Killed too late to interrupt: still, the file must be whole.
+        spartan_core::float::F32Model::load(&std::fs::read(&model).unwrap()).unwrap();
+    }
+    let out = spartan(&["--quiet", "train", "--resume", killed.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(straight.join("model.spartan")).unwrap(),
+        std::fs::read(&model).unwrap(),
+        "resumed model differs from the uninterrupted one"
+    );
+    assert_eq!(
+        std::fs::read_to_string(straight.join("loss.csv")).unwrap(),
+        std::fs::read_to_string(killed.join("loss.csv")).unwrap()
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(killed.join("summary.json")).unwrap())
+            .unwrap();
+    assert!(
+        summary["test_accuracy"].as_f64().unwrap() > 0.5,
+        "{summary}"
+    );
+}
