@@ -5,10 +5,14 @@
 //! shapes, the model file) come from `spartan-core`.
 
 pub mod arch;
+pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod eval;
+pub mod export;
 pub mod fsutil;
 pub mod nn;
+pub mod plot;
 pub mod progress;
+pub mod report;
 pub mod train;

@@ -287,6 +287,11 @@ pub fn train(
         write_atomic(&ckpt_path, &bytes).map_err(io_err(&ckpt_path))?;
         let loss_path = out.join(files::LOSS_CSV);
         write_loss_csv(&loss_path, &state.losses, batches_per_epoch).map_err(io_err(&loss_path))?;
+        let png = out.join(files::LOSS_PNG);
+        if let Err(e) = crate::report::loss_chart(&[(&config.arch_name, &state.losses)], &png) {
+            // A chart is a convenience: report it, keep training.
+            bar.println(format!("warning: could not draw {}: {e}", png.display()));
+        }
     }
     bar.finish_and_clear();
 

@@ -1,6 +1,8 @@
 //! The `spartan` CLI: argument definitions and dispatch. Each subcommand lives in its
 //! own module; `anyhow` is used only at this edge.
 
+mod bench;
+mod export;
 mod inspect;
 mod train;
 
@@ -38,6 +40,11 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Print a named architecture as a TOML spec (a template for custom candidates).
     Spec(inspect::SpecArgs),
+    /// Export weights for other tools (safetensors in PyTorch layout).
+    Export(export::ExportArgs),
+    /// Measure throughput (printed like the peer benchmark script).
+    #[command(subcommand)]
+    Bench(bench::BenchWhat),
 }
 
 /// Runs a parsed command line.
@@ -48,6 +55,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(a) => train::eval(a, progress),
         Command::Inspect(a) => inspect::inspect(a),
         Command::Spec(a) => inspect::spec(a),
+        Command::Export(a) => export::export(a),
+        Command::Bench(w) => bench::bench(w),
     }
 }
 

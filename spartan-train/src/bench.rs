@@ -1,0 +1,140 @@
+//! Throughput measurements printed in the same form as `../shared/bench/peer_bench.py`,
+//! so our figures and the PyTorch/Keras peers' can be read side by side.
+
+use crate::nn::loss::softmax_cross_entropy;
+use crate::nn::optim::{AdamConfig, AdamState};
+use crate::nn::Network;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use spartan_core::spec::ArchSpec;
+use std::time::Instant;
+
+/// Median, min and max of a set of rates.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rates {
+    /// Median samples/s.
+    pub median: f64,
+    /// Slowest repeat.
+    pub min: f64,
+    /// Fastest repeat.
+    pub max: f64,
+}
+
+impl Rates {
+    /// Summarises repeats.
+    pub fn of(mut v: Vec<f64>) -> Self {
+        v.sort_by(|a, b| a.total_cmp(b));
+        let median = if v.is_empty() {
+            0.0
+        } else if v.len() % 2 == 1 {
+            v[v.len() / 2]
+        } else {
+            (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+        };
+        Rates {
+            median,
+            min: v.first().copied().unwrap_or(0.0),
+            max: v.last().copied().unwrap_or(0.0),
+        }
+    }
+
+    /// `name median=… min=… max=… samples/s`, the peer script's format.
+    pub fn line(&self, framework: &str, name: &str) -> String {
+        format!(
+            "{framework} {name} median={:.1} min={:.1} max={:.1} samples/s",
+            self.median, self.min, self.max
+        )
+    }
+}
+
+/// Runs `f` (which processes `per_call` samples) `warmup` times, then `repeats` timed
+/// rounds of `steps` calls; returns samples/s of each round.
+pub fn throughput(
+    mut f: impl FnMut(),
+    per_call: usize,
+    steps: usize,
+    repeats: usize,
+    warmup: usize,
+) -> Vec<f64> {
+    for _ in 0..warmup {
+        f();
+    }
+    (0..repeats)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..steps {
+                f();
+            }
+            (per_call * steps) as f64 / t.elapsed().as_secs_f64().max(1e-12)
+        })
+        .collect()
+}
+
+/// Training and inference figures of one architecture.
+#[derive(Clone, Copy, Debug)]
+pub struct TrainBench {
+    /// Training steps at the given batch.
+    pub train: Rates,
+    /// Batch-1 float inference.
+    pub infer_b1: Rates,
+    /// Batch-256 float inference.
+    pub infer_b256: Rates,
+}
+
+/// Measures training (forward, backward, Adam) at `batch` on random MNIST-shaped data
+/// (like the peer script), and float inference at batch 1 and 256.
+pub fn bench_train(spec: &ArchSpec, batch: usize, steps: usize, repeats: usize) -> TrainBench {
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let mut net = Network::init(spec, &mut rng).expect("valid spec");
+    let n_in = net.input_len();
+    let classes = net.classes();
+    let x: Vec<f32> = (0..batch * n_in)
+        .map(|_| rng.random_range(0.0..1.0))
+        .collect();
+    let y: Vec<u8> = (0..batch)
+        .map(|_| rng.random_range(0..classes as u8))
+        .collect();
+    let cfg = AdamConfig::default();
+    let mut adam = AdamState::new(net.param_lens());
+    let mut dlogits = vec![0.0; batch * classes];
+    let train = throughput(
+        || {
+            let (logits, _) = net.forward(&x, batch);
+            softmax_cross_entropy(logits, &y, classes, &mut dlogits);
+            net.backward(&dlogits, false, true);
+            adam.step(&cfg, net.params_and_grads());
+            net.after_update();
+        },
+        batch,
+        steps,
+        repeats,
+        5,
+    );
+    let x1: Vec<f32> = x[..n_in].to_vec();
+    let infer_b1 = throughput(
+        || {
+            std::hint::black_box(net.forward(&x1, 1));
+        },
+        1,
+        300,
+        repeats,
+        20,
+    );
+    let x256: Vec<f32> = (0..256 * n_in)
+        .map(|_| rng.random_range(0.0..1.0))
+        .collect();
+    let infer_b256 = throughput(
+        || {
+            std::hint::black_box(net.forward(&x256, 256));
+        },
+        256,
+        10,
+        repeats,
+        2,
+    );
+    TrainBench {
+        train: Rates::of(train),
+        infer_b1: Rates::of(infer_b1),
+        infer_b256: Rates::of(infer_b256),
+    }
+}

@@ -1,0 +1,161 @@
+//! Export of a trained network as safetensors, in PyTorch's layouts, so that other tools
+//! can load the weights (layout documented in docs/safetensors.md).
+
+use crate::nn::network::Layer;
+use crate::nn::Network;
+use spartan_core::filter::FilterKind;
+use spartan_core::spec::LayerSpec;
+use std::collections::HashMap;
+
+/// One exported tensor: name, shape and values (row-major in that shape).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NamedTensor {
+    /// E.g. `conv1.weight`.
+    pub name: String,
+    /// PyTorch shape.
+    pub shape: Vec<usize>,
+    /// Values.
+    pub values: Vec<f32>,
+}
+
+/// Permutes a row-major tensor: `out[perm-order index] = input[index]`.
+/// `dims` are the input dims; `perm[i]` is the input axis that becomes output axis `i`.
+pub fn permute(input: &[f32], dims: &[usize], perm: &[usize]) -> (Vec<f32>, Vec<usize>) {
+    let out_dims: Vec<usize> = perm.iter().map(|&p| dims[p]).collect();
+    let mut in_strides = vec![1; dims.len()];
+    for i in (0..dims.len().saturating_sub(1)).rev() {
+        in_strides[i] = in_strides[i + 1] * dims[i + 1];
+    }
+    let mut out = Vec::with_capacity(input.len());
+    let mut idx = vec![0usize; dims.len()];
+    for _ in 0..input.len() {
+        let src: usize = idx
+            .iter()
+            .enumerate()
+            .map(|(o, &v)| v * in_strides[perm[o]])
+            .sum();
+        out.push(input[src]);
+        for ax in (0..idx.len()).rev() {
+            idx[ax] += 1;
+            if idx[ax] < out_dims[ax] {
+                break;
+            }
+            idx[ax] = 0;
+        }
+    }
+    (out, out_dims)
+}
+
+/// The network's tensors with PyTorch names and layouts.
+///
+/// - filter (Conv-Filtering): `filter.weight [β, C, 1, 1]`, `filter.bias [β]` (a 1×1 `Conv2d`);
+/// - filter (Offset-Filtering): `filter.bias [C·β, H, W]` (threshold `τ = -bias`);
+/// - `convN.weight [C_out, C_in, k, k]`, `convN.bias [C_out]` (`Conv2d`, valid padding);
+/// - `denseN.weight [N_out, N_in]`, `denseN.bias [N_out]` (`Linear`); the first dense
+///   layer's inputs are reordered to the (c, h, w) order of `nn.Flatten` on NCHW.
+pub fn pytorch_tensors(net: &Network) -> Vec<NamedTensor> {
+    let shapes = net.shapes();
+    let mut out = Vec::new();
+    let (mut convs, mut denses) = (0, 0);
+    for (i, (spec, layer)) in net.spec().layers.iter().zip(net.layers()).enumerate() {
+        let input = shapes[i];
+        let (h, w, c) = (
+            input.height as usize,
+            input.width as usize,
+            input.channels as usize,
+        );
+        let mut push = |name: String, values: Vec<f32>, shape: Vec<usize>| {
+            out.push(NamedTensor {
+                name,
+                shape,
+                values,
+            })
+        };
+        match (spec, layer) {
+            (LayerSpec::Filter(f), Layer::Filter(l)) => {
+                let beta = f.beta as usize;
+                match f.kind {
+                    FilterKind::Conv => {
+                        let (wt, _) = permute(&l.weight, &[c, beta], &[1, 0]);
+                        push("filter.weight".into(), wt, vec![beta, c, 1, 1]);
+                        push("filter.bias".into(), l.bias.clone(), vec![beta]);
+                    }
+                    FilterKind::Offset => {
+                        let (b, d) = permute(&l.bias, &[h, w, c * beta], &[2, 0, 1]);
+                        push("filter.bias".into(), b, d);
+                    }
+                }
+            }
+            (LayerSpec::Conv(cs), Layer::Conv(l)) => {
+                convs += 1;
+                let k = cs.kernel as usize;
+                let co = cs.filters as usize;
+                let (wt, d) = permute(&l.weight, &[k, k, c, co], &[3, 2, 0, 1]);
+                push(format!("conv{convs}.weight"), wt, d);
+                push(format!("conv{convs}.bias"), l.bias.clone(), vec![co]);
+            }
+            (LayerSpec::Dense(ds), Layer::Dense(l)) => {
+                denses += 1;
+                let no = ds.units as usize;
+                // [h, w, c, out] -> [out, c, h, w] -> [out, c·h·w]
+                let (wt, _) = permute(&l.weight, &[h, w, c, no], &[3, 2, 0, 1]);
+                push(format!("dense{denses}.weight"), wt, vec![no, h * w * c]);
+                push(format!("dense{denses}.bias"), l.bias.clone(), vec![no]);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Serialises the network as a safetensors file, with the spec in the metadata.
+pub fn to_safetensors(net: &Network) -> Result<Vec<u8>, safetensors::SafeTensorError> {
+    let tensors = pytorch_tensors(net);
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|t| t.values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|(t, b)| {
+            Ok((
+                t.name.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, t.shape.clone(), b)?,
+            ))
+        })
+        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+    let mut meta = HashMap::new();
+    meta.insert("format".to_string(), "pt".to_string());
+    meta.insert(
+        "spartan.layout".to_string(),
+        "pytorch (NCHW; see docs/safetensors.md)".to_string(),
+    );
+    meta.insert(
+        "spartan.spec".to_string(),
+        serde_json::to_string(net.spec()).unwrap_or_default(),
+    );
+    meta.insert(
+        "spartan.version".to_string(),
+        env!("CARGO_PKG_VERSION").to_string(),
+    );
+    safetensors::serialize(views, Some(meta))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permute_transposes_and_reorders() {
+        let m: Vec<f32> = (0..6).map(|v| v as f32).collect(); // 2×3
+        let (t, d) = permute(&m, &[2, 3], &[1, 0]);
+        assert_eq!(d, [3, 2]);
+        assert_eq!(t, [0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+        let x: Vec<f32> = (0..24).map(|v| v as f32).collect(); // [2,3,4]
+        let (y, d) = permute(&x, &[2, 3, 4], &[2, 0, 1]);
+        assert_eq!(d, [4, 2, 3]);
+        // y[k][i][j] = x[i][j][k]
+        assert_eq!(y[(1 * 2 + 1) * 3 + 2], x[(1 * 3 + 2) * 4 + 1]);
+    }
+}
