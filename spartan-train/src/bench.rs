@@ -1,7 +1,6 @@
 //! Throughput measurements printed in the same form as `../shared/bench/peer_bench.py`,
 //! so our figures and the PyTorch/Keras peers' can be read side by side.
 
-use crate::nn::loss::softmax_cross_entropy;
 use crate::nn::optim::{AdamConfig, AdamState};
 use crate::nn::Network;
 use rand::{Rng, SeedableRng};
@@ -96,12 +95,9 @@ pub fn bench_train(spec: &ArchSpec, batch: usize, steps: usize, repeats: usize) 
         .collect();
     let cfg = AdamConfig::default();
     let mut adam = AdamState::new(net.param_lens());
-    let mut dlogits = vec![0.0; batch * classes];
     let train = throughput(
         || {
-            let (logits, _) = net.forward(&x, batch);
-            softmax_cross_entropy(logits, &y, classes, &mut dlogits);
-            net.backward(&dlogits, false, true);
+            net.loss_and_grads(&x, &y);
             adam.step(&cfg, net.params_and_grads());
             net.after_update();
         },

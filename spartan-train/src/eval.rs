@@ -27,7 +27,7 @@ pub fn predict(net: &mut Network, data: &Dataset) -> Vec<u8> {
     for start in (0..data.len()).step_by(EVAL_BATCH) {
         let end = (start + EVAL_BATCH).min(data.len());
         batch_input(data, start..end, &mut x);
-        let (logits, _) = net.forward(&x, end - start);
+        let logits = net.forward(&x, end - start);
         preds.extend(logits.chunks(classes).map(|row| argmax(row) as u8));
     }
     preds

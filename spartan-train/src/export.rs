@@ -155,7 +155,8 @@ mod tests {
         let x: Vec<f32> = (0..24).map(|v| v as f32).collect(); // [2,3,4]
         let (y, d) = permute(&x, &[2, 3, 4], &[2, 0, 1]);
         assert_eq!(d, [4, 2, 3]);
-        // y[k][i][j] = x[i][j][k]
-        assert_eq!(y[(1 * 2 + 1) * 3 + 2], x[(1 * 3 + 2) * 4 + 1]);
+        // y[k][i][j] = x[i][j][k]; check k = 1, i = 1, j = 2.
+        let (k, i, j) = (1, 1, 2);
+        assert_eq!(y[(k * 2 + i) * 3 + j], x[(i * 3 + j) * 4 + k]);
     }
 }

@@ -4,7 +4,6 @@
 use crate::data::Splits;
 use crate::eval::evaluate;
 use crate::fsutil::{write_atomic, write_atomic_str};
-use crate::nn::loss::softmax_cross_entropy;
 use crate::nn::optim::{AdamConfig, AdamState};
 use crate::nn::Network;
 use crate::progress::Progress;
@@ -226,10 +225,8 @@ pub fn train(
 
     let n = data.train.len();
     let batches_per_epoch = n.div_ceil(config.batch);
-    let classes = config.spec.classes();
     let mut x = Vec::new();
     let mut labels = Vec::new();
-    let mut dlogits = Vec::new();
     let total = (config.epochs * batches_per_epoch) as u64;
     let bar = progress.bar(total, "train");
     bar.set_position((state.epochs_done * batches_per_epoch) as u64);
@@ -250,10 +247,7 @@ pub fn train(
                 labels.push(data.train.labels[i]);
             }
             debug_assert_eq!(x.len(), idx.len() * len);
-            let (logits, reg) = net.forward(&x, idx.len());
-            dlogits.resize(logits.len(), 0.0);
-            let ce = softmax_cross_entropy(logits, &labels, classes, &mut dlogits);
-            net.backward(&dlogits, false, true);
+            let (ce, reg) = net.loss_and_grads(&x, &labels);
             state.adam.step(&config.adam, net.params_and_grads());
             net.after_update();
             state.losses.push(ce + reg);

@@ -34,8 +34,7 @@ fn compare(arch: &str) -> (f32, usize) {
     let test = splits.test.take(1_000);
     let mut x = Vec::new();
     batch_input(&test, 0..test.len(), &mut x);
-    let (logits, _) = net.forward(&x, test.len());
-    let trainer_logits = logits.to_vec();
+    let trainer_logits = net.forward(&x, test.len()).to_vec();
     let mut arena = vec![0.0; model.arena_len()];
     let mut out = vec![0.0; 10];
     let (mut worst, mut off) = (0.0f32, 0);

@@ -3,6 +3,7 @@
 //! The maths (forward value, synthetic gradient) is `spartan-core`'s; this module only
 //! decides what must be kept for the backward pass and how BPDA replaces a step.
 
+use super::kernels::{relu_in_place, relu_mask};
 use spartan_core::activation::Activation;
 
 /// What the backward pass uses in place of a step's derivative.
@@ -26,8 +27,11 @@ pub fn forward_in_place(act: Activation, values: &mut [f32], pre: Option<&mut [f
     if let Some(pre) = pre {
         pre.copy_from_slice(values);
     }
-    if act != Activation::Linear {
-        values.iter_mut().for_each(|v| *v = act.forward(*v));
+    match act {
+        Activation::Linear => {}
+        // Same expression as `Activation::forward`, vectorised.
+        Activation::Relu => relu_in_place(values),
+        _ => values.iter_mut().for_each(|v| *v = act.forward(*v)),
     }
 }
 
@@ -43,13 +47,7 @@ pub fn backward_in_place(
 ) {
     match act {
         Activation::Linear => {}
-        Activation::Relu => {
-            for (g, &y) in grad.iter_mut().zip(out) {
-                if y <= 0.0 {
-                    *g = 0.0;
-                }
-            }
-        }
+        Activation::Relu => relu_mask(grad, out),
         _ => match mode {
             GradMode::Surrogate => {
                 for (g, &z) in grad.iter_mut().zip(pre) {

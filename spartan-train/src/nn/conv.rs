@@ -1,22 +1,13 @@
 //! Valid 2-D convolution, stride 1, NHWC, weights `[k, k, C_in, C_out]`: im2col + GEMM
-//! per sample, samples spread over rayon in fixed chunks.
+//! over a chunk of samples stacked along the rows (single-threaded; the network
+//! spreads chunks over cores).
 
 use super::act::{backward_in_place, forward_in_place, GradMode};
-use super::batch;
-use super::gemm::{matmul, Op, Threads};
-use rayon::prelude::*;
+use super::gemm::{matmul, Op};
+use super::kernels::add_into;
 use spartan_core::spec::{ConvSpec, Shape};
 
-/// Per-chunk scratch, reused across steps so the hot path does not allocate.
-#[derive(Clone, Debug, Default)]
-struct Scratch {
-    cols: Vec<f32>,
-    dcols: Vec<f32>,
-    grad_weight: Vec<f32>,
-    grad_bias: Vec<f32>,
-}
-
-/// A convolution layer with its parameters and gradients.
+/// A convolution layer's configuration and parameters.
 #[derive(Clone, Debug)]
 pub struct ConvLayer {
     /// Configuration.
@@ -25,15 +16,10 @@ pub struct ConvLayer {
     pub input: Shape,
     /// Output shape.
     pub output: Shape,
-    /// `[k·k·C_in, C_out]`, row-major.
+    /// `[k·k·C_in, C_out]`, row-major (the GEMM's right operand as stored).
     pub weight: Vec<f32>,
     /// `[C_out]`.
     pub bias: Vec<f32>,
-    /// Gradient of the loss with respect to `weight` (set by `backward`).
-    pub grad_weight: Vec<f32>,
-    /// Gradient with respect to `bias`.
-    pub grad_bias: Vec<f32>,
-    scratch: Vec<Scratch>,
 }
 
 /// Copies the `k×k×C` patch under every output pixel into a row of `cols`.
@@ -42,12 +28,11 @@ pub fn im2col(x: &[f32], input: Shape, k: usize, output: Shape, cols: &mut [f32]
     let (oh, ow) = (output.height as usize, output.width as usize);
     let row = k * c;
     let kkc = k * row;
-    for oy in 0..oh {
-        for ox in 0..ow {
-            let dst = &mut cols[(oy * ow + ox) * kkc..(oy * ow + ox + 1) * kkc];
-            for ky in 0..k {
+    for (oy, rows) in cols.chunks_exact_mut(ow * kkc).enumerate().take(oh) {
+        for (ox, dst) in rows.chunks_exact_mut(kkc).enumerate() {
+            for (ky, d) in dst.chunks_exact_mut(row).enumerate() {
                 let src = ((oy + ky) * iw + ox) * c;
-                dst[ky * row..(ky + 1) * row].copy_from_slice(&x[src..src + row]);
+                d.copy_from_slice(&x[src..src + row]);
             }
         }
     }
@@ -60,18 +45,21 @@ pub fn col2im(dcols: &[f32], input: Shape, k: usize, output: Shape, dx: &mut [f3
     let row = k * c;
     let kkc = k * row;
     dx.fill(0.0);
-    for oy in 0..oh {
-        for ox in 0..ow {
-            let src = &dcols[(oy * ow + ox) * kkc..(oy * ow + ox + 1) * kkc];
-            for ky in 0..k {
+    for (oy, rows) in dcols.chunks_exact(ow * kkc).enumerate().take(oh) {
+        for (ox, src) in rows.chunks_exact(kkc).enumerate() {
+            for (ky, s) in src.chunks_exact(row).enumerate() {
                 let dst = ((oy + ky) * iw + ox) * c;
-                for (d, s) in dx[dst..dst + row]
-                    .iter_mut()
-                    .zip(&src[ky * row..(ky + 1) * row])
-                {
-                    *d += s;
-                }
+                add_into(&mut dx[dst..dst + row], s);
             }
+        }
+    }
+}
+
+/// Adds each column of `rows` (`m × n`) into `sums` (`n`).
+pub fn add_column_sums(rows: &[f32], sums: &mut [f32]) {
+    for row in rows.chunks_exact(sums.len()) {
+        for (s, v) in sums.iter_mut().zip(row) {
+            *s += v;
         }
     }
 }
@@ -85,185 +73,104 @@ impl ConvLayer {
         weight: Vec<f32>,
         bias: Vec<f32>,
     ) -> Self {
-        let (gw, gb) = (vec![0.0; weight.len()], vec![0.0; bias.len()]);
         ConvLayer {
             spec,
             input,
             output,
             weight,
             bias,
-            grad_weight: gw,
-            grad_bias: gb,
-            scratch: Vec::new(),
         }
     }
 
-    fn kkc(&self) -> usize {
+    /// Columns per patch: `k·k·C_in`.
+    pub fn patch_len(&self) -> usize {
         let k = self.spec.kernel as usize;
         k * k * self.input.channels as usize
     }
 
-    fn ensure_scratch(&mut self, with_backward: bool) {
-        let pixels = self.output.height as usize * self.output.width as usize;
-        let cols = pixels * self.kkc();
-        if self.scratch.len() < batch::MAX_CHUNKS {
-            self.scratch.resize(batch::MAX_CHUNKS, Scratch::default());
-        }
-        for s in &mut self.scratch {
-            s.cols.resize(cols, 0.0);
-            if with_backward {
-                s.dcols.resize(cols, 0.0);
-                s.grad_weight.resize(self.weight.len(), 0.0);
-                s.grad_bias.resize(self.bias.len(), 0.0);
-            }
-        }
+    /// Scratch values `forward` needs per sample (the im2col matrix).
+    pub fn cols_len(&self) -> usize {
+        self.output.height as usize * self.output.width as usize * self.patch_len()
     }
 
-    /// Forward pass of `n` samples; keeps pre-activations in `pre` when given.
-    pub fn forward(&mut self, x: &[f32], n: usize, y: &mut [f32], pre: Option<&mut [f32]>) {
-        self.ensure_scratch(false);
-        let (in_len, out_len) = (self.input.len(), self.output.len());
-        let (input, output, spec) = (self.input, self.output, self.spec);
-        let (k, kkc, co) = (spec.kernel as usize, self.kkc(), spec.filters as usize);
-        let pixels = output.height as usize * output.width as usize;
-        let threads = inner_threads(n);
-        let (weight, bias) = (&self.weight, &self.bias);
-        let pres = batch::optional_chunks_mut(pre, out_len, n);
-        batch::chunks(x, in_len, n)
-            .zip(batch::chunks_mut(y, out_len, n))
-            .zip(pres)
-            .zip(self.scratch.iter_mut())
-            .collect::<Vec<_>>()
-            .into_par_iter()
-            .for_each(|(((xc, yc), mut prec), s)| {
-                for (i, (xs, ys)) in xc.chunks(in_len).zip(yc.chunks_mut(out_len)).enumerate() {
-                    im2col(xs, input, k, output, &mut s.cols);
-                    for px in ys.chunks_mut(co) {
-                        px.copy_from_slice(bias);
-                    }
-                    matmul(
-                        ys,
-                        &s.cols,
-                        Op::N,
-                        weight,
-                        Op::N,
-                        (pixels, kkc, co),
-                        true,
-                        threads,
-                    );
-                    let keep = prec
-                        .as_deref_mut()
-                        .map(|p| &mut p[i * out_len..(i + 1) * out_len]);
-                    forward_in_place(spec.activation, ys, keep);
-                }
-            });
+    /// Forward pass of `n` samples. `cols` (`n · cols_len()`) receives the patches,
+    /// which `backward` reuses; pre-activations go to `pre` when given.
+    pub fn forward(
+        &self,
+        x: &[f32],
+        n: usize,
+        y: &mut [f32],
+        pre: Option<&mut [f32]>,
+        cols: &mut [f32],
+    ) {
+        let k = self.spec.kernel as usize;
+        let (in_len, out_len, cl) = (self.input.len(), self.output.len(), self.cols_len());
+        for (xs, c) in x
+            .chunks_exact(in_len)
+            .zip(cols.chunks_exact_mut(cl))
+            .take(n)
+        {
+            im2col(xs, self.input, k, self.output, c);
+        }
+        for px in y[..n * out_len].chunks_exact_mut(self.bias.len()) {
+            px.copy_from_slice(&self.bias);
+        }
+        let rows = n * out_len / self.bias.len();
+        matmul(
+            &mut y[..n * out_len],
+            &cols[..n * cl],
+            Op::N,
+            &self.weight,
+            Op::N,
+            (rows, self.patch_len(), self.bias.len()),
+            true,
+        );
+        forward_in_place(
+            self.spec.activation,
+            &mut y[..n * out_len],
+            pre.map(|p| &mut p[..n * out_len]),
+        );
     }
 
-    /// Backward pass: `gy` (overwritten with the pre-activation gradient) is the loss
-    /// gradient of the output `y`; sets the parameter gradients and, if asked, `gx`.
+    /// Backward pass of `n` samples after `forward` (whose `cols` must be passed back).
+    /// `gy` (overwritten) is the loss gradient of `y`; parameter gradients are *added*
+    /// to `param_grads` when given; `gx`, if given, receives the input gradient (`cols` is clobbered).
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
-        &mut self,
-        x: &[f32],
+        &self,
         n: usize,
         pre: &[f32],
         y: &[f32],
         gy: &mut [f32],
         gx: Option<&mut [f32]>,
         mode: GradMode,
+        param_grads: Option<(&mut [f32], &mut [f32])>,
+        cols: &mut [f32],
     ) {
-        self.ensure_scratch(true);
-        let (in_len, out_len) = (self.input.len(), self.output.len());
-        let (input, output, spec) = (self.input, self.output, self.spec);
-        let (k, kkc, co) = (spec.kernel as usize, self.kkc(), spec.filters as usize);
-        let pixels = output.height as usize * output.width as usize;
-        let threads = inner_threads(n);
-        let weight = &self.weight;
-        let keeps_pre = !pre.is_empty();
-        let pre_chunks: Vec<&[f32]> = if keeps_pre {
-            batch::chunks(pre, out_len, n).collect()
-        } else {
-            vec![&[][..]; batch::chunk_count(n)]
-        };
-        let gxs = batch::optional_chunks_mut(gx, in_len, n);
-        let used = batch::chunk_count(n);
-        batch::chunks(x, in_len, n)
-            .zip(batch::chunks(y, out_len, n))
-            .zip(batch::chunks_mut(gy, out_len, n))
-            .zip(pre_chunks)
-            .zip(gxs)
-            .zip(self.scratch.iter_mut())
-            .collect::<Vec<_>>()
-            .into_par_iter()
-            .for_each(|(((((xc, yc), gc), pc), mut gxc), s)| {
-                s.grad_weight.fill(0.0);
-                s.grad_bias.fill(0.0);
-                for i in 0..xc.len() / in_len {
-                    let xs = &xc[i * in_len..(i + 1) * in_len];
-                    let ys = &yc[i * out_len..(i + 1) * out_len];
-                    let dz = &mut gc[i * out_len..(i + 1) * out_len];
-                    let ps = if keeps_pre {
-                        &pc[i * out_len..(i + 1) * out_len]
-                    } else {
-                        &[][..]
-                    };
-                    backward_in_place(spec.activation, mode, ps, ys, dz);
-                    for px in dz.chunks(co) {
-                        for (b, g) in s.grad_bias.iter_mut().zip(px) {
-                            *b += g;
-                        }
-                    }
-                    im2col(xs, input, k, output, &mut s.cols);
-                    matmul(
-                        &mut s.grad_weight,
-                        &s.cols,
-                        Op::T,
-                        dz,
-                        Op::N,
-                        (kkc, pixels, co),
-                        true,
-                        threads,
-                    );
-                    if let Some(gx) = gxc.as_deref_mut() {
-                        matmul(
-                            &mut s.dcols,
-                            dz,
-                            Op::N,
-                            weight,
-                            Op::T,
-                            (pixels, co, kkc),
-                            false,
-                            threads,
-                        );
-                        col2im(
-                            &s.dcols,
-                            input,
-                            k,
-                            output,
-                            &mut gx[i * in_len..(i + 1) * in_len],
-                        );
-                    }
-                }
-            });
-        batch::sum_partials(
-            &mut self.grad_weight,
-            self.scratch[..used]
-                .iter()
-                .map(|s| s.grad_weight.as_slice()),
-        );
-        batch::sum_partials(
-            &mut self.grad_bias,
-            self.scratch[..used].iter().map(|s| s.grad_bias.as_slice()),
-        );
-    }
-}
-
-/// A lone sample gets every core inside its products; otherwise chunks run in
-/// parallel and each product is sequential.
-pub fn inner_threads(n: usize) -> Threads {
-    if n == 1 {
-        Threads::Rayon(rayon::current_num_threads())
-    } else {
-        Threads::Seq
+        let (in_len, out_len, cl) = (self.input.len(), self.output.len(), self.cols_len());
+        let (co, kkc) = (self.bias.len(), self.patch_len());
+        let rows = n * out_len / co;
+        let gy = &mut gy[..n * out_len];
+        backward_in_place(self.spec.activation, mode, pre, &y[..n * out_len], gy);
+        if let Some((gw, gb)) = param_grads {
+            add_column_sums(gy, gb);
+            matmul(gw, &cols[..n * cl], Op::T, gy, Op::N, (kkc, rows, co), true);
+        }
+        if let Some(gx) = gx {
+            let dcols = &mut cols[..n * cl];
+            matmul(
+                dcols,
+                gy,
+                Op::N,
+                &self.weight,
+                Op::T,
+                (rows, co, kkc),
+                false,
+            );
+            let k = self.spec.kernel as usize;
+            for (dc, g) in dcols.chunks_exact(cl).zip(gx.chunks_exact_mut(in_len)) {
+                col2im(dc, self.input, k, self.output, g);
+            }
+        }
     }
 }

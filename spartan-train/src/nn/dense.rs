@@ -1,10 +1,11 @@
 //! Fully connected layer over the flattened (h, w, c) input; weights `[N_in, N_out]`.
 
 use super::act::{backward_in_place, forward_in_place, GradMode};
-use super::gemm::{matmul, Op, Threads};
+use super::conv::add_column_sums;
+use super::gemm::{matmul, Op};
 use spartan_core::spec::DenseSpec;
 
-/// A dense layer with its parameters and gradients.
+/// A dense layer's configuration and parameters.
 #[derive(Clone, Debug)]
 pub struct DenseLayer {
     /// Configuration.
@@ -15,23 +16,16 @@ pub struct DenseLayer {
     pub weight: Vec<f32>,
     /// `[N_out]`.
     pub bias: Vec<f32>,
-    /// Gradient with respect to `weight`.
-    pub grad_weight: Vec<f32>,
-    /// Gradient with respect to `bias`.
-    pub grad_bias: Vec<f32>,
 }
 
 impl DenseLayer {
     /// A layer with the given parameters.
     pub fn new(spec: DenseSpec, n_in: usize, weight: Vec<f32>, bias: Vec<f32>) -> Self {
-        let (gw, gb) = (vec![0.0; weight.len()], vec![0.0; bias.len()]);
         DenseLayer {
             spec,
             n_in,
             weight,
             bias,
-            grad_weight: gw,
-            grad_bias: gb,
         }
     }
 
@@ -42,26 +36,27 @@ impl DenseLayer {
     /// Forward pass of `n` samples.
     pub fn forward(&self, x: &[f32], n: usize, y: &mut [f32], pre: Option<&mut [f32]>) {
         let no = self.n_out();
-        for row in y.chunks_mut(no) {
+        let y = &mut y[..n * no];
+        for row in y.chunks_exact_mut(no) {
             row.copy_from_slice(&self.bias);
         }
         matmul(
             y,
-            x,
+            &x[..n * self.n_in],
             Op::N,
             &self.weight,
             Op::N,
             (n, self.n_in, no),
             true,
-            Threads::Seq,
         );
-        forward_in_place(self.spec.activation, y, pre);
+        forward_in_place(self.spec.activation, y, pre.map(|p| &mut p[..n * no]));
     }
 
-    /// Backward pass; `gy` is overwritten with the pre-activation gradient.
+    /// Backward pass; `gy` is overwritten with the pre-activation gradient and the
+    /// parameter gradients are *added* to `param_grads` when given.
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
-        &mut self,
+        &self,
         x: &[f32],
         n: usize,
         pre: &[f32],
@@ -69,35 +64,32 @@ impl DenseLayer {
         gy: &mut [f32],
         gx: Option<&mut [f32]>,
         mode: GradMode,
+        param_grads: Option<(&mut [f32], &mut [f32])>,
     ) {
         let no = self.n_out();
-        backward_in_place(self.spec.activation, mode, pre, y, gy);
-        self.grad_bias.fill(0.0);
-        for row in gy.chunks(no) {
-            for (b, g) in self.grad_bias.iter_mut().zip(row) {
-                *b += g;
-            }
+        let gy = &mut gy[..n * no];
+        backward_in_place(self.spec.activation, mode, pre, &y[..n * no], gy);
+        if let Some((gw, gb)) = param_grads {
+            add_column_sums(gy, gb);
+            matmul(
+                gw,
+                &x[..n * self.n_in],
+                Op::T,
+                gy,
+                Op::N,
+                (self.n_in, n, no),
+                true,
+            );
         }
-        matmul(
-            &mut self.grad_weight,
-            x,
-            Op::T,
-            gy,
-            Op::N,
-            (self.n_in, n, no),
-            false,
-            Threads::Seq,
-        );
         if let Some(gx) = gx {
             matmul(
-                gx,
+                &mut gx[..n * self.n_in],
                 gy,
                 Op::N,
                 &self.weight,
                 Op::T,
                 (n, no, self.n_in),
                 false,
-                Threads::Seq,
             );
         }
     }

@@ -5,8 +5,6 @@
 //! bit tables agree bit for bit.
 
 use super::act::{backward_in_place, GradMode};
-use super::batch;
-use rayon::prelude::*;
 use spartan_core::filter::{
     binary_entropy, binary_entropy_grad, conv_filter_preactivation, offset_rescaled_threshold,
     unit_preactivation, FilterKind, FilterSpec,
@@ -17,7 +15,7 @@ use spartan_core::spec::Shape;
 /// and `offset_rescaled_threshold` of the core assumes exactly this range.
 pub const INPUT_RANGE: (f32, f32) = (0.0, 1.0);
 
-/// A filtering layer with its parameters and gradients.
+/// A filtering layer's configuration and parameters.
 #[derive(Clone, Debug)]
 pub struct FilterLayer {
     /// Configuration.
@@ -30,11 +28,6 @@ pub struct FilterLayer {
     pub weight: Vec<f32>,
     /// Conv: `[β]`; Offset: `[H, W, C·β]`.
     pub bias: Vec<f32>,
-    /// Gradient with respect to `weight`.
-    pub grad_weight: Vec<f32>,
-    /// Gradient with respect to `bias`.
-    pub grad_bias: Vec<f32>,
-    partials: Vec<(Vec<f32>, Vec<f32>)>,
 }
 
 impl FilterLayer {
@@ -46,84 +39,88 @@ impl FilterLayer {
         weight: Vec<f32>,
         bias: Vec<f32>,
     ) -> Self {
-        let (gw, gb) = (vec![0.0; weight.len()], vec![0.0; bias.len()]);
         FilterLayer {
             spec,
             input,
             output,
             weight,
             bias,
-            grad_weight: gw,
-            grad_bias: gb,
-            partials: Vec::new(),
         }
     }
 
-    /// Forward pass of `n` samples; pre-activations always go to `pre` (steps need them).
-    /// Returns the regulariser's value for this batch.
+    /// Forward pass of `n` samples; pre-activations always go to `pre` (steps need
+    /// them). Returns `Σ|y|` over the chunk, the Conv-Filtering regulariser's raw sum.
     pub fn forward(&self, x: &[f32], n: usize, y: &mut [f32], pre: &mut [f32]) -> f32 {
         let (in_len, out_len) = (self.input.len(), self.output.len());
         let c = self.input.channels as usize;
         let beta = self.spec.beta as usize;
         let act = self.spec.activation;
-        let (weight, bias, kind) = (&self.weight, &self.bias, self.spec.kind);
-        batch::chunks(x, in_len, n)
-            .zip(batch::chunks_mut(y, out_len, n))
-            .zip(batch::chunks_mut(pre, out_len, n))
-            .collect::<Vec<_>>()
-            .into_par_iter()
-            .for_each(|((xc, yc), pc)| {
-                for ((xs, ys), ps) in xc
-                    .chunks(in_len)
-                    .zip(yc.chunks_mut(out_len))
-                    .zip(pc.chunks_mut(out_len))
-                {
-                    match kind {
-                        FilterKind::Offset => {
-                            for (o, (z, yv)) in ps.iter_mut().zip(ys.iter_mut()).enumerate() {
-                                *z = unit_preactivation(1.0, xs[o / beta], bias[o]);
-                                *yv = act.forward(*z);
-                            }
-                        }
-                        FilterKind::Conv => {
-                            for (p, px) in xs.chunks(c).enumerate() {
-                                for k in 0..beta {
-                                    let z = conv_filter_preactivation(
-                                        |ch| weight[ch * beta + k],
-                                        bias[k],
-                                        px,
-                                    );
-                                    ps[p * beta + k] = z;
-                                    ys[p * beta + k] = act.forward(z);
-                                }
-                            }
+        let samples = x
+            .chunks_exact(in_len)
+            .zip(y.chunks_exact_mut(out_len))
+            .zip(pre.chunks_exact_mut(out_len));
+        for ((xs, ys), ps) in samples.take(n) {
+            match self.spec.kind {
+                // Element (p, c) feeds outputs (p, c·β + k) with weight 1.
+                FilterKind::Offset => {
+                    for (o, (z, yv)) in ps.iter_mut().zip(ys.iter_mut()).enumerate() {
+                        *z = unit_preactivation(1.0, xs[o / beta], self.bias[o]);
+                        *yv = act.forward(*z);
+                    }
+                }
+                // A 1×1 convolution of the C channels into β outputs.
+                FilterKind::Conv => {
+                    for ((px, zs), yv) in xs
+                        .chunks_exact(c)
+                        .zip(ps.chunks_exact_mut(beta))
+                        .zip(ys.chunks_exact_mut(beta))
+                    {
+                        for k in 0..beta {
+                            zs[k] = conv_filter_preactivation(
+                                |ch| self.weight[ch * beta + k],
+                                self.bias[k],
+                                px,
+                            );
+                            yv[k] = act.forward(zs[k]);
                         }
                     }
                 }
-            });
-        self.regularizer(y, n)
+            }
+        }
+        y[..n * out_len].iter().map(|v| v.abs()).sum()
     }
 
-    /// `sf · mean_batch Σ|y|` (Conv) or `sf · Σ h(B_i)` (Offset).
-    pub fn regularizer(&self, y: &[f32], n: usize) -> f32 {
-        let sf = self.spec.sf;
+    /// The Offset-Filtering regulariser `sf · Σ h(B_i)` (data independent), or 0.
+    pub fn offset_regularizer(&self) -> f32 {
         match self.spec.kind {
-            FilterKind::Conv => sf * y.iter().map(|v| v.abs()).sum::<f32>() / n.max(1) as f32,
+            FilterKind::Conv => 0.0,
             FilterKind::Offset => {
-                sf * self
-                    .bias
-                    .iter()
-                    .map(|&b| binary_entropy(offset_rescaled_threshold(b)))
-                    .sum::<f32>()
+                self.spec.sf
+                    * self
+                        .bias
+                        .iter()
+                        .map(|&b| binary_entropy(offset_rescaled_threshold(b)))
+                        .sum::<f32>()
             }
         }
     }
 
-    /// Backward pass. `gy` (overwritten) is the loss gradient of the output; with
-    /// `regularize` the regulariser's gradient is added, through the surrogate for Conv.
+    /// Adds `d(sf Σ h(B))/db = -sf · h'(B)` (with `B = -b`) to `gb` (Offset only).
+    pub fn add_offset_regularizer_grad(&self, gb: &mut [f32]) {
+        if self.spec.kind == FilterKind::Offset {
+            for (g, &b) in gb.iter_mut().zip(&self.bias) {
+                *g -= self.spec.sf * binary_entropy_grad(offset_rescaled_threshold(b));
+            }
+        }
+    }
+
+    /// Backward pass of `n` samples. `gy` (overwritten) is the loss gradient of `y`.
+    /// `l1_scale` (= sf / batch size, or 0) adds the Conv-Filtering regulariser's
+    /// gradient `l1_scale · sign(y)` before the surrogate. Parameter gradients are *added* to
+    /// `param_grads` when given.
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
-        &mut self,
+        &self,
         x: &[f32],
         n: usize,
         pre: &[f32],
@@ -131,90 +128,65 @@ impl FilterLayer {
         gy: &mut [f32],
         gx: Option<&mut [f32]>,
         mode: GradMode,
-        regularize: bool,
+        l1_scale: f32,
+        param_grads: Option<(&mut [f32], &mut [f32])>,
     ) {
         let (in_len, out_len) = (self.input.len(), self.output.len());
         let c = self.input.channels as usize;
         let beta = self.spec.beta as usize;
-        let act = self.spec.activation;
-        let (kind, sf) = (self.spec.kind, self.spec.sf);
-        let (wl, bl) = (self.weight.len(), self.bias.len());
-        self.partials
-            .resize(batch::MAX_CHUNKS, (Vec::new(), Vec::new()));
-        let weight = &self.weight;
-        let gxs = batch::optional_chunks_mut(gx, in_len, n);
-        let used = batch::chunk_count(n);
-        batch::chunks(x, in_len, n)
-            .zip(batch::chunks(pre, out_len, n))
-            .zip(batch::chunks(y, out_len, n))
-            .zip(batch::chunks_mut(gy, out_len, n))
-            .zip(gxs)
-            .zip(self.partials.iter_mut())
-            .collect::<Vec<_>>()
-            .into_par_iter()
-            .for_each(|(((((xc, pc), yc), gc), mut gxc), (pw, pb))| {
-                pw.clear();
-                pw.resize(wl, 0.0);
-                pb.clear();
-                pb.resize(bl, 0.0);
-                for i in 0..xc.len() / in_len {
-                    let span = i * out_len..(i + 1) * out_len;
-                    let (ys, dz) = (&yc[span.clone()], &mut gc[span.clone()]);
-                    if regularize && kind == FilterKind::Conv {
-                        // d(sf/n Σ|y|)/dy = sf/n · sign(y)
-                        for (g, &v) in dz.iter_mut().zip(ys) {
-                            *g += sf / n as f32 * v.signum() * (v != 0.0) as u8 as f32;
+        let kind = self.spec.kind;
+        let gy = &mut gy[..n * out_len];
+        if kind == FilterKind::Conv && l1_scale != 0.0 {
+            for (g, &v) in gy.iter_mut().zip(y) {
+                if v != 0.0 {
+                    *g += l1_scale * v.signum();
+                }
+            }
+        }
+        backward_in_place(
+            self.spec.activation,
+            mode,
+            &pre[..n * out_len],
+            &y[..n * out_len],
+            gy,
+        );
+        if let Some((gw, gb)) = param_grads {
+            for (xs, dz) in x.chunks_exact(in_len).zip(gy.chunks_exact(out_len)).take(n) {
+                match kind {
+                    FilterKind::Offset => {
+                        for (b, g) in gb.iter_mut().zip(dz) {
+                            *b += g;
                         }
                     }
-                    backward_in_place(act, mode, &pc[span], ys, dz);
-                    let xs = &xc[i * in_len..(i + 1) * in_len];
-                    match kind {
-                        FilterKind::Offset => {
-                            for (b, g) in pb.iter_mut().zip(dz.iter()) {
-                                *b += g;
-                            }
-                        }
-                        FilterKind::Conv => {
-                            for (p, px) in xs.chunks(c).enumerate() {
-                                for k in 0..beta {
-                                    let g = dz[p * beta + k];
-                                    pb[k] += g;
-                                    for (ch, &xv) in px.iter().enumerate() {
-                                        pw[ch * beta + k] += g * xv;
-                                    }
+                    FilterKind::Conv => {
+                        for (px, dzp) in xs.chunks_exact(c).zip(dz.chunks_exact(beta)) {
+                            for (k, &g) in dzp.iter().enumerate() {
+                                gb[k] += g;
+                                for (ch, &xv) in px.iter().enumerate() {
+                                    gw[ch * beta + k] += g * xv;
                                 }
                             }
                         }
                     }
-                    if let Some(gx) = gxc.as_deref_mut() {
-                        let gxs = &mut gx[i * in_len..(i + 1) * in_len];
-                        for (p, gpx) in gxs.chunks_mut(c).enumerate() {
-                            for (ch, g) in gpx.iter_mut().enumerate() {
-                                *g = (0..beta)
-                                    .map(|k| match kind {
-                                        FilterKind::Offset => dz[(p * c + ch) * beta + k],
-                                        FilterKind::Conv => {
-                                            dz[p * beta + k] * weight[ch * beta + k]
-                                        }
-                                    })
-                                    .sum();
-                            }
-                        }
+                }
+            }
+        }
+        if let Some(gx) = gx {
+            for (gxs, dz) in gx
+                .chunks_exact_mut(in_len)
+                .zip(gy.chunks_exact(out_len))
+                .take(n)
+            {
+                for (p, gpx) in gxs.chunks_exact_mut(c).enumerate() {
+                    for (ch, g) in gpx.iter_mut().enumerate() {
+                        *g = (0..beta)
+                            .map(|k| match kind {
+                                FilterKind::Offset => dz[(p * c + ch) * beta + k],
+                                FilterKind::Conv => dz[p * beta + k] * self.weight[ch * beta + k],
+                            })
+                            .sum();
                     }
                 }
-            });
-        batch::sum_partials(
-            &mut self.grad_weight,
-            self.partials[..used].iter().map(|p| p.0.as_slice()),
-        );
-        batch::sum_partials(
-            &mut self.grad_bias,
-            self.partials[..used].iter().map(|p| p.1.as_slice()),
-        );
-        if regularize && kind == FilterKind::Offset {
-            // d(sf Σ h(B))/db = sf · h'(B) · dB/db, with B = -b.
-            for (g, &b) in self.grad_bias.iter_mut().zip(&self.bias) {
-                *g -= sf * binary_entropy_grad(offset_rescaled_threshold(b));
             }
         }
     }

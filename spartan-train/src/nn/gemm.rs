@@ -15,20 +15,13 @@ pub enum Op {
     T,
 }
 
-/// Threads a single product may use: `Seq` inside already-parallel loops, more when a
-/// lone product (batch-1 inference, dense layers) would otherwise leave cores idle.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Threads {
-    /// One thread.
-    Seq,
-    /// Up to this many rayon threads.
-    Rayon(usize),
-}
-
 /// `c (m×n) = op(a) (m×k) · op(b) (k×n)`, or `c += …` when `accumulate`.
 ///
+/// Always single-threaded: the network runs chunks of samples on different cores,
+/// which measured faster than splitting products (faer's own threads spin-wait, and
+/// lose badly when the VM steals a core).
+///
 /// Slices must hold exactly the matrices described (checked; a mismatch is a bug).
-#[allow(clippy::too_many_arguments)]
 pub fn matmul(
     c: &mut [f32],
     a: &[f32],
@@ -37,7 +30,6 @@ pub fn matmul(
     op_b: Op,
     (m, k, n): (usize, usize, usize),
     accumulate: bool,
-    threads: Threads,
 ) {
     assert_eq!(c.len(), m * n, "matmul: output size");
     assert_eq!(a.len(), m * k, "matmul: lhs size");
@@ -56,12 +48,7 @@ pub fn matmul(
     } else {
         Accum::Replace
     };
-    let par = match threads {
-        Threads::Seq => Par::Seq,
-        Threads::Rayon(t) if t > 1 => Par::rayon(t),
-        Threads::Rayon(_) => Par::Seq,
-    };
-    faer::linalg::matmul::matmul(cv, accum, av, bv, 1.0f32, par);
+    faer::linalg::matmul::matmul(cv, accum, av, bv, 1.0f32, Par::Seq);
 }
 
 #[cfg(test)]
@@ -99,11 +86,11 @@ mod tests {
         for (aa, oa) in [(&a, Op::N), (&at, Op::T)] {
             for (bb, ob) in [(&b, Op::N), (&bt, Op::T)] {
                 let mut c = vec![1.0; m * n];
-                matmul(&mut c, aa, oa, bb, ob, (m, k, n), false, Threads::Seq);
+                matmul(&mut c, aa, oa, bb, ob, (m, k, n), false);
                 for (x, y) in c.iter().zip(&want) {
                     assert!((x - y).abs() < 1e-5);
                 }
-                matmul(&mut c, aa, oa, bb, ob, (m, k, n), true, Threads::Rayon(2));
+                matmul(&mut c, aa, oa, bb, ob, (m, k, n), true);
                 for (x, y) in c.iter().zip(&want) {
                     assert!((x - 2.0 * y).abs() < 1e-5);
                 }

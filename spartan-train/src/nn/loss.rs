@@ -1,5 +1,21 @@
 //! Softmax cross-entropy, the training loss (softmax is part of the loss, not the model).
 
+/// Cross-entropy of one row of logits against class `y`; writes `scale · ∂/∂logits`
+/// into `grad` (`scale` is `1 / batch` for a mean loss).
+pub fn cross_entropy_row(row: &[f32], y: usize, scale: f32, grad: &mut [f32]) -> f32 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f32;
+    for (gi, &z) in grad.iter_mut().zip(row) {
+        *gi = (z - max).exp();
+        sum += *gi;
+    }
+    for (k, gi) in grad.iter_mut().enumerate() {
+        let p = *gi / sum;
+        *gi = (p - if k == y { 1.0 } else { 0.0 }) * scale;
+    }
+    sum.ln() - (row[y] - max)
+}
+
 /// Mean cross-entropy of `logits` (`batch × classes`, row-major) against `labels`, and
 /// its gradient with respect to the logits, written into `grad`.
 pub fn softmax_cross_entropy(
@@ -15,18 +31,7 @@ pub fn softmax_cross_entropy(
         .zip(grad.chunks_exact_mut(classes))
         .zip(labels)
     {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0f32;
-        for (gi, &z) in g.iter_mut().zip(row) {
-            *gi = (z - max).exp();
-            sum += *gi;
-        }
-        let y = y as usize;
-        total += f64::from(sum.ln() - (row[y] - max));
-        for (k, gi) in g.iter_mut().enumerate() {
-            let p = *gi / sum;
-            *gi = (p - if k == y { 1.0 } else { 0.0 }) / batch as f32;
-        }
+        total += f64::from(cross_entropy_row(row, y as usize, 1.0 / batch as f32, g));
     }
     (total / batch as f64) as f32
 }
