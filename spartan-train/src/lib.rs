@@ -5,6 +5,7 @@
 //! shapes, the model file) come from `spartan-core`.
 
 pub mod arch;
+pub mod attack;
 pub mod bench;
 pub mod cli;
 pub mod data;

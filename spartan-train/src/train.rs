@@ -11,6 +11,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use spartan_core::filter::pixel_to_unit;
 use spartan_core::spec::ArchSpec;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -162,12 +163,63 @@ impl TrainConfig {
 }
 
 /// Deterministic order of the training set for one epoch.
-fn epoch_order(seed: u64, epoch: usize, n: usize) -> Vec<usize> {
+pub fn epoch_order(seed: u64, epoch: usize, n: usize) -> Vec<usize> {
     let mut rng =
         ChaCha8Rng::seed_from_u64(seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(epoch as u64 + 1)));
     let mut order: Vec<usize> = (0..n).collect();
     order.shuffle(&mut rng);
     order
+}
+
+/// Where a training loop reads its images from.
+pub enum ImageSource<'a> {
+    /// Raw pixels, converted with the core's `pixel_to_unit` per batch.
+    Pixels(&'a crate::data::Dataset),
+    /// Ready network input (e.g. synthetic points of the black-box attack).
+    Values {
+        /// `n × len` values in `[0, 1]`.
+        x: &'a [f32],
+        /// Values per image.
+        len: usize,
+    },
+}
+
+impl ImageSource<'_> {
+    fn extend(&self, i: usize, out: &mut Vec<f32>) {
+        match self {
+            ImageSource::Pixels(d) => out.extend(d.image(i).iter().map(|&p| pixel_to_unit(p))),
+            ImageSource::Values { x, len } => out.extend_from_slice(&x[i * len..(i + 1) * len]),
+        }
+    }
+}
+
+/// One pass over `order` in batches: loss and gradients (with regularisers), an Adam
+/// step, and the post-update projections. `on_step` receives each batch's loss.
+#[allow(clippy::too_many_arguments)]
+pub fn fit_epoch(
+    net: &mut Network,
+    adam: &mut AdamState,
+    cfg: &AdamConfig,
+    images: &ImageSource<'_>,
+    labels: &[u8],
+    order: &[usize],
+    batch: usize,
+    mut on_step: impl FnMut(f32),
+) {
+    let mut x = Vec::new();
+    let mut y = Vec::new();
+    for idx in order.chunks(batch.max(1)) {
+        x.clear();
+        y.clear();
+        for &i in idx {
+            images.extend(i, &mut x);
+            y.push(labels[i]);
+        }
+        let (ce, reg) = net.loss_and_grads(&x, &y);
+        adam.step(cfg, net.params_and_grads());
+        net.after_update();
+        on_step(ce + reg);
+    }
 }
 
 /// Writes `loss.csv` (one row per batch).
@@ -225,57 +277,52 @@ pub fn train(
 
     let n = data.train.len();
     let batches_per_epoch = n.div_ceil(config.batch);
-    let mut x = Vec::new();
-    let mut labels = Vec::new();
     let total = (config.epochs * batches_per_epoch) as u64;
     let bar = progress.bar(total, "train");
     bar.set_position((state.epochs_done * batches_per_epoch) as u64);
+    let images = ImageSource::Pixels(&data.train);
     for epoch in state.epochs_done..config.epochs {
         let started = Instant::now();
         let order = epoch_order(config.seed, epoch, n);
-        for idx in order.chunks(config.batch) {
-            let len = data.train.image_len();
-            x.clear();
-            labels.clear();
-            for &i in idx {
-                x.extend(
-                    data.train
-                        .image(i)
-                        .iter()
-                        .map(|&p| spartan_core::filter::pixel_to_unit(p)),
-                );
-                labels.push(data.train.labels[i]);
-            }
-            debug_assert_eq!(x.len(), idx.len() * len);
-            let (ce, reg) = net.loss_and_grads(&x, &labels);
-            state.adam.step(&config.adam, net.params_and_grads());
-            net.after_update();
-            state.losses.push(ce + reg);
-            bar.inc(1);
-            if state.losses.len().is_multiple_of(10) {
-                let secs = started.elapsed().as_secs_f64().max(1e-9);
-                let done = (state.losses.len() - epoch * batches_per_epoch) * config.batch;
-                bar.set_message(format!(
-                    "epoch {}/{} loss {:.4} {:.0} samples/s",
-                    epoch + 1,
-                    config.epochs,
-                    ce + reg,
-                    done as f64 / secs
-                ));
-            }
-        }
+        let first = state.losses.len();
+        fit_epoch(
+            &mut net,
+            &mut state.adam,
+            &config.adam,
+            &images,
+            &data.train.labels,
+            &order,
+            config.batch,
+            |loss| {
+                state.losses.push(loss);
+                bar.inc(1);
+                let steps = state.losses.len() - first;
+                if steps.is_multiple_of(10) {
+                    let secs = started.elapsed().as_secs_f64().max(1e-9);
+                    bar.set_message(format!(
+                        "epoch {}/{} loss {loss:.4} {:.0} samples/s",
+                        epoch + 1,
+                        config.epochs,
+                        (steps * config.batch) as f64 / secs
+                    ));
+                }
+            },
+        );
         state.seconds += started.elapsed().as_secs_f64();
         let acc = evaluate(&mut net, &data.test).accuracy;
         state.test_accuracy.push(acc);
         state.epochs_done = epoch + 1;
         state.params = net.param_values();
-        bar.println(format!(
-            "epoch {}/{}: loss {:.4}, test accuracy {:.2}%",
-            epoch + 1,
-            config.epochs,
-            state.losses.last().copied().unwrap_or(f32::NAN),
-            acc * 100.0
-        ));
+        // Printed even when the bar is hidden (logs, CI), without tearing a visible one.
+        bar.suspend(|| {
+            eprintln!(
+                "epoch {}/{}: loss {:.4}, test accuracy {:.2}%",
+                epoch + 1,
+                config.epochs,
+                state.losses.last().copied().unwrap_or(f32::NAN),
+                acc * 100.0
+            )
+        });
         let bytes = postcard::to_allocvec(&state)
             .map_err(|e| TrainError::Config(format!("checkpoint encoding: {e}")))?;
         write_atomic(&ckpt_path, &bytes).map_err(io_err(&ckpt_path))?;
@@ -284,7 +331,7 @@ pub fn train(
         let png = out.join(files::LOSS_PNG);
         if let Err(e) = crate::report::loss_chart(&[(&config.arch_name, &state.losses)], &png) {
             // A chart is a convenience: report it, keep training.
-            bar.println(format!("warning: could not draw {}: {e}", png.display()));
+            bar.suspend(|| eprintln!("warning: could not draw {}: {e}", png.display()));
         }
     }
     bar.finish_and_clear();

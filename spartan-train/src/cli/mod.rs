@@ -1,6 +1,7 @@
 //! The `spartan` CLI: argument definitions and dispatch. Each subcommand lives in its
 //! own module; `anyhow` is used only at this edge.
 
+mod attack;
 mod bench;
 mod export;
 mod inspect;
@@ -42,6 +43,8 @@ pub enum Command {
     Spec(inspect::SpecArgs),
     /// Export weights for other tools (safetensors in PyTorch layout).
     Export(export::ExportArgs),
+    /// Adversarial attacks: white-box FGSM/PGD (BPDA) and the surrogate black-box attack.
+    Attack(attack::AttackArgs),
     /// Measure throughput (printed like the peer benchmark script).
     #[command(subcommand)]
     Bench(bench::BenchWhat),
@@ -57,6 +60,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Spec(a) => inspect::spec(a),
         Command::Export(a) => export::export(a),
         Command::Bench(w) => bench::bench(w),
+        Command::Attack(a) => attack::attack(a, progress),
     }
 }
 
@@ -64,4 +68,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 pub(crate) fn read_model_file(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     use anyhow::Context;
     std::fs::read(path).with_context(|| format!("cannot read model file {}", path.display()))
+}
+
+/// Loads a model file as a network, with the file named in any error.
+pub(crate) fn load_oracle_model(path: &std::path::Path) -> anyhow::Result<crate::nn::Network> {
+    use anyhow::Context;
+    let bytes = read_model_file(path)?;
+    crate::nn::Network::load(&bytes).with_context(|| format!("{}", path.display()))
 }

@@ -1,0 +1,228 @@
+//! Accuracy-vs-ε sweeps and the result record every attack writes.
+
+use super::gradient::{fgsm, pgd, PgdConfig};
+use super::oracle::{accuracy, Oracle};
+use crate::fsutil::write_atomic_str;
+use crate::nn::Network;
+use crate::progress::Progress;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Images per attack batch.
+pub const ATTACK_BATCH: usize = 250;
+
+/// One ε of a sweep.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SweepPoint {
+    /// Perturbation radius (ℓ∞).
+    pub eps: f32,
+    /// Accuracy on the adversarial images against the true labels.
+    pub accuracy: f64,
+    /// Images attacked.
+    pub n: usize,
+}
+
+/// Everything an attack run reports (saved as `attack.json`, `attack.csv`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttackReport {
+    /// `fgsm`, `pgd` or `blackbox`.
+    pub attack: String,
+    /// Human description of the settings.
+    pub settings: String,
+    /// Accuracy of the attacked model on the clean evaluation images.
+    pub clean_accuracy: f64,
+    /// Evaluation images.
+    pub n: usize,
+    /// Queries made to the attacked model by the adversary (labels for black-box,
+    /// gradients for white-box).
+    pub queries: u64,
+    /// Substitute accuracy on the evaluation images (black-box only).
+    pub substitute_accuracy: Option<f64>,
+    /// Agreement of substitute and oracle on the evaluation images (black-box only).
+    pub substitute_agreement: Option<f64>,
+    /// One point per ε.
+    pub points: Vec<SweepPoint>,
+}
+
+impl AttackReport {
+    /// `epsilon,accuracy,n` rows.
+    pub fn csv(&self) -> String {
+        let mut s = String::from("epsilon,accuracy,n\n");
+        for p in &self.points {
+            s += &format!("{},{:.6},{}\n", p.eps, p.accuracy, p.n);
+        }
+        s
+    }
+
+    /// Accuracy at `eps` (nearest point), if swept.
+    pub fn accuracy_at(&self, eps: f32) -> Option<f64> {
+        self.points
+            .iter()
+            .find(|p| (p.eps - eps).abs() < 1e-6)
+            .map(|p| p.accuracy)
+    }
+
+    /// Writes `attack.csv`, `attack.json` and `attack.png` into `dir`.
+    pub fn write(&self, dir: &Path, model_name: &str) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        write_atomic_str(&dir.join("attack.csv"), &self.csv())?;
+        write_atomic_str(
+            &dir.join("attack.json"),
+            &serde_json::to_string_pretty(self).unwrap_or_default(),
+        )?;
+        let line = (
+            format!("{model_name} ({:.1}%)", self.clean_accuracy * 100.0),
+            self.points
+                .iter()
+                .map(|p| (f64::from(p.eps), p.accuracy))
+                .collect(),
+        );
+        let title = format!("{} attack: accuracy vs ε (n = {})", self.attack, self.n);
+        crate::report::accuracy_chart(&title, &[line], &dir.join("attack.png"))
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+}
+
+/// Which white-box attack.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum WhiteBox {
+    /// One signed-gradient step of size ε.
+    Fgsm,
+    /// `steps` projected steps of `step_factor · ε / steps`, random start if asked.
+    Pgd {
+        /// Iterations.
+        steps: usize,
+        /// Step size as a multiple of `ε / steps` (2.5 is the usual choice).
+        step_factor: f32,
+        /// Uniform random start in the ε-ball.
+        random_start: bool,
+    },
+}
+
+/// Images as network input (HWC, `[0, 1]`) with their labels.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    /// `n × input_len` values.
+    pub x: Vec<f32>,
+    /// True labels.
+    pub labels: Vec<u8>,
+}
+
+impl Batch {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+}
+
+/// Sweeps a white-box attack over `eps` on `data`. `use_labels` attacks the true
+/// labels; otherwise the model's own predictions (no label leaking).
+pub fn white_box_sweep(
+    net: &mut Network,
+    data: &Batch,
+    eps: &[f32],
+    attack: WhiteBox,
+    use_labels: bool,
+    seed: u64,
+    progress: &Progress,
+) -> AttackReport {
+    let len = net.input_len();
+    let clean = net.classify(&data.x, data.len());
+    let clean_accuracy = accuracy(&clean, &data.labels);
+    let targets = if use_labels {
+        data.labels.clone()
+    } else {
+        clean
+    };
+    let bar = progress.bar(
+        (eps.len() * data.len().div_ceil(ATTACK_BATCH)) as u64,
+        "attack",
+    );
+    let mut queries = 0u64;
+    let mut points = Vec::new();
+    for (ei, &e) in eps.iter().enumerate() {
+        let mut correct = 0usize;
+        for (bi, (xb, tb)) in data
+            .x
+            .chunks(ATTACK_BATCH * len)
+            .zip(targets.chunks(ATTACK_BATCH))
+            .enumerate()
+        {
+            let adv = match attack {
+                WhiteBox::Fgsm => {
+                    queries += tb.len() as u64;
+                    fgsm(net, xb, tb, e)
+                }
+                WhiteBox::Pgd {
+                    steps,
+                    step_factor,
+                    random_start,
+                } => {
+                    queries += (tb.len() * steps) as u64;
+                    let cfg = PgdConfig {
+                        eps: e,
+                        step: step_factor * e / steps.max(1) as f32,
+                        steps,
+                        random_start,
+                    };
+                    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ ((ei as u64) << 32) ^ bi as u64);
+                    pgd(net, xb, tb, cfg, &mut rng)
+                }
+            };
+            let preds = net.classify(&adv, tb.len());
+            let truth = &data.labels[bi * ATTACK_BATCH..bi * ATTACK_BATCH + tb.len()];
+            correct += preds.iter().zip(truth).filter(|(a, b)| a == b).count();
+            bar.inc(1);
+        }
+        points.push(SweepPoint {
+            eps: e,
+            accuracy: correct as f64 / data.len().max(1) as f64,
+            n: data.len(),
+        });
+        bar.set_message(format!(
+            "ε={e}: {:.1}%",
+            points.last().map_or(0.0, |p| p.accuracy * 100.0)
+        ));
+    }
+    bar.finish_and_clear();
+    let settings = match attack {
+        WhiteBox::Fgsm => format!("FGSM (ℓ∞), BPDA {:?}, targets: {}", net.grad_mode, targets_name(use_labels)),
+        WhiteBox::Pgd {
+            steps,
+            step_factor,
+            random_start,
+        } => format!(
+            "PGD (ℓ∞), {steps} steps of {step_factor}·ε/{steps}, random start: {random_start}, BPDA {:?}, targets: {}, seed {seed}",
+            net.grad_mode,
+            targets_name(use_labels)
+        ),
+    };
+    AttackReport {
+        attack: match attack {
+            WhiteBox::Fgsm => "fgsm".into(),
+            WhiteBox::Pgd { .. } => "pgd".into(),
+        },
+        settings,
+        clean_accuracy,
+        n: data.len(),
+        queries,
+        substitute_accuracy: None,
+        substitute_agreement: None,
+        points,
+    }
+}
+
+fn targets_name(use_labels: bool) -> &'static str {
+    if use_labels {
+        "true labels"
+    } else {
+        "model predictions"
+    }
+}

@@ -1,0 +1,188 @@
+//! `spartan attack`.
+
+use super::{load_oracle_model, DataArgs};
+use crate::attack::blackbox::{black_box, BlackBoxConfig, SubstituteKind};
+use crate::attack::eps::{parse_eps, DEFAULT_EPS};
+use crate::attack::sweep::{white_box_sweep, Batch, WhiteBox};
+use crate::data::{self, Dataset};
+use crate::eval::batch_input;
+use crate::nn::act::GradMode;
+use crate::progress::Progress;
+use anyhow::{bail, Context};
+use std::path::PathBuf;
+
+/// Which attack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttackKind {
+    /// Fast gradient sign method, white-box (BPDA through steps).
+    Fgsm,
+    /// Projected gradient descent (ℓ∞), white-box (BPDA through steps).
+    Pgd,
+    /// Surrogate black-box: substitute trained on oracle labels, FGSM transferred.
+    Blackbox,
+}
+
+/// How a white-box attack differentiates a Heaviside step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Bpda {
+    /// Its composite activation's synthetic gradient (the adaptive attack).
+    Surrogate,
+    /// The identity (`H(cos z)` as `cos z`).
+    Identity,
+}
+
+/// Arguments of `spartan attack`.
+#[derive(Debug, clap::Args)]
+pub struct AttackArgs {
+    /// Model file to attack.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Attack.
+    #[arg(long, value_enum)]
+    pub attack: AttackKind,
+    /// ε values: `start:stop:step` (inclusive) or a comma-separated list, in [0, 1].
+    #[arg(long, default_value = DEFAULT_EPS)]
+    pub eps: String,
+    /// Gradient through steps for white-box attacks.
+    #[arg(long, value_enum, default_value = "surrogate")]
+    pub bpda: Bpda,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Test images held by the black-box adversary (the first ones); the others are
+    /// the evaluation images of every attack.
+    #[arg(long, default_value_t = 150)]
+    pub holdout: usize,
+    /// Evaluation images for white-box attacks (the first of the evaluation set).
+    #[arg(long, default_value_t = 1000)]
+    pub white_box_images: usize,
+    /// Attack the model's own predictions instead of the true labels (white-box).
+    #[arg(long)]
+    pub predicted_targets: bool,
+    /// PGD iterations.
+    #[arg(long, default_value_t = 20)]
+    pub pgd_steps: usize,
+    /// PGD step size as a multiple of ε / steps.
+    #[arg(long, default_value_t = 2.5)]
+    pub pgd_step_factor: f32,
+    /// Start PGD at the clean image instead of a random point of the ε-ball.
+    #[arg(long)]
+    pub no_random_start: bool,
+    /// Black-box substitute.
+    #[arg(long, value_enum, default_value = "mlp")]
+    pub substitute: SubstituteKind,
+    /// Seed (substitute training, PGD starts).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Output directory: attack.csv, attack.json, attack.png.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Converts a data set to network input.
+pub fn to_batch(d: &Dataset) -> Batch {
+    let mut x = Vec::new();
+    batch_input(d, 0..d.len(), &mut x);
+    Batch {
+        x,
+        labels: d.labels.clone(),
+    }
+}
+
+pub(super) fn attack(a: AttackArgs, progress: Progress) -> anyhow::Result<()> {
+    let eps = parse_eps(&a.eps).map_err(|e| anyhow::anyhow!("--eps: {e}"))?;
+    if a.pgd_steps == 0 || a.pgd_steps > 10_000 {
+        bail!("--pgd-steps must be between 1 and 10000");
+    }
+    if !(a.pgd_step_factor.is_finite() && a.pgd_step_factor > 0.0) {
+        bail!("--pgd-step-factor must be positive");
+    }
+    let mut net = load_oracle_model(&a.model)?;
+    let splits = data::load(a.data.data.as_deref())?;
+    let test = splits.test;
+    test.check_shape(net.shapes()[0])
+        .context("the data does not fit the model")?;
+    test.check_classes(net.classes())?;
+    if a.holdout == 0 || a.holdout >= test.len() {
+        bail!(
+            "--holdout must be between 1 and {} (the test set size minus one)",
+            test.len() - 1
+        );
+    }
+    let eval = test.slice(a.holdout..test.len());
+    net.grad_mode = match a.bpda {
+        Bpda::Surrogate => GradMode::Surrogate,
+        Bpda::Identity => GradMode::Identity,
+    };
+    let report = match a.attack {
+        AttackKind::Blackbox => {
+            let cfg = BlackBoxConfig {
+                holdout: a.holdout,
+                substitute: a.substitute,
+                seed: a.seed,
+                ..BlackBoxConfig::default()
+            };
+            let holdout = to_batch(&test.slice(0..a.holdout));
+            let classes = u16::try_from(net.classes()).context("too many classes")?;
+            let input = net.shapes()[0];
+            black_box(
+                &mut net,
+                &holdout,
+                &to_batch(&eval),
+                (input, classes),
+                &eps,
+                &cfg,
+                &progress,
+            )
+        }
+        kind => {
+            if a.white_box_images == 0 {
+                bail!("--white-box-images must be at least 1");
+            }
+            let attack = match kind {
+                AttackKind::Fgsm => WhiteBox::Fgsm,
+                _ => WhiteBox::Pgd {
+                    steps: a.pgd_steps,
+                    step_factor: a.pgd_step_factor,
+                    random_start: !a.no_random_start,
+                },
+            };
+            let data = to_batch(&eval.take(a.white_box_images));
+            white_box_sweep(
+                &mut net,
+                &data,
+                &eps,
+                attack,
+                !a.predicted_targets,
+                a.seed,
+                &progress,
+            )
+        }
+    };
+    let name = a
+        .model
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    report
+        .write(&a.out, &name)
+        .with_context(|| format!("cannot write results to {}", a.out.display()))?;
+    println!(
+        "{}: clean accuracy {:.2}% on {} images",
+        report.settings,
+        report.clean_accuracy * 100.0,
+        report.n
+    );
+    if let (Some(s), Some(g)) = (report.substitute_accuracy, report.substitute_agreement) {
+        println!(
+            "substitute accuracy {:.2}%, agreement with the oracle {:.2}%, {} oracle queries",
+            s * 100.0,
+            g * 100.0,
+            report.queries
+        );
+    }
+    for p in &report.points {
+        println!("  ε = {:<5} accuracy {:6.2}%", p.eps, p.accuracy * 100.0);
+    }
+    println!("wrote {}", a.out.join("attack.csv").display());
+    Ok(())
+}

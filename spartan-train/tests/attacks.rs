@@ -1,0 +1,216 @@
+//! Attacks: closed forms on hand-built models, PGD/FGSM consistency, and the full
+//! pipelines on a briefly trained network.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use spartan_core::activation::Activation;
+use spartan_core::spec::{ArchSpec, DenseSpec, LayerSpec, Shape};
+use spartan_train::arch::{resolve, Overrides};
+use spartan_train::attack::blackbox::{
+    black_box, class_probability_grads, lambda_sign, BlackBoxConfig,
+};
+use spartan_train::attack::gradient::{fgsm, pgd, PgdConfig};
+use spartan_train::attack::sweep::{white_box_sweep, Batch, WhiteBox};
+use spartan_train::attack::Oracle;
+use spartan_train::data::load_embedded;
+use spartan_train::eval::batch_input;
+use spartan_train::nn::optim::AdamConfig;
+use spartan_train::nn::Network;
+use spartan_train::progress::Progress;
+use spartan_train::train::{train, TrainConfig};
+
+fn linear_model(w: &[f32], b: &[f32], inputs: u16, classes: u16) -> Network {
+    let spec = ArchSpec {
+        input: Shape::new(1, 1, inputs),
+        layers: [LayerSpec::Dense(DenseSpec {
+            units: classes,
+            activation: Activation::Linear,
+        })]
+        .into_iter()
+        .collect(),
+    };
+    let mut net = Network::init(&spec, &mut ChaCha8Rng::seed_from_u64(0)).unwrap();
+    net.set_param_values(&[w.to_vec(), b.to_vec()]).unwrap();
+    net
+}
+
+/// For a 2-class linear softmax model and label 0, ∂L/∂x_i = p₁·(W[i][1] − W[i][0]), so
+/// FGSM moves pixel i by ε·sign(W[i][1] − W[i][0]) (p₁ > 0): a closed form.
+#[test]
+fn fgsm_on_a_linear_softmax_model_equals_the_closed_form() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let inputs = 50usize;
+    let w: Vec<f32> = (0..inputs * 2)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let mut net = linear_model(&w, &[0.1, -0.2], inputs as u16, 2);
+    let x: Vec<f32> = (0..2 * inputs)
+        .map(|_| rng.random_range(0.0..1.0))
+        .collect();
+    for eps in [0.0f32, 0.05, 0.3, 1.0] {
+        let adv = fgsm(&mut net, &x, &[0, 1], eps);
+        for s in 0..2 {
+            for i in 0..inputs {
+                let d = w[i * 2 + 1] - w[i * 2];
+                // Label 1 flips the sign: ∂L/∂x_i = p₀·(W[i][0] − W[i][1]).
+                let dir = if s == 0 { d.signum() } else { -d.signum() };
+                let want = (x[s * inputs + i] + eps * dir).clamp(0.0, 1.0);
+                assert_eq!(adv[s * inputs + i], want, "eps {eps} sample {s} pixel {i}");
+            }
+        }
+    }
+}
+
+fn trained_standard(limit: usize) -> (Network, Batch) {
+    let mut splits = load_embedded().unwrap();
+    splits.train = splits.train.take(limit);
+    let config = TrainConfig {
+        arch_name: "standard".into(),
+        spec: resolve("standard", Overrides::default(), 10).unwrap(),
+        epochs: 1,
+        batch: 64,
+        adam: AdamConfig::default(),
+        seed: 2,
+        data: "embedded".into(),
+        train_limit: None,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_, net) = train(&config, &splits, dir.path(), false, &Progress::quiet()).unwrap();
+    let mut x = Vec::new();
+    batch_input(&splits.test, 0..splits.test.len(), &mut x);
+    (
+        net,
+        Batch {
+            x,
+            labels: splits.test.labels.clone(),
+        },
+    )
+}
+
+#[test]
+fn attacks_on_a_trained_network() {
+    let (mut net, test) = trained_standard(4000);
+    let n = 200;
+    let x = &test.x[..n * 784];
+    let y = &test.labels[..n];
+
+    // PGD with one step of ε from the clean image is exactly FGSM.
+    let one_step = PgdConfig {
+        eps: 0.1,
+        step: 0.1,
+        steps: 1,
+        random_start: false,
+    };
+    let a = pgd(&mut net, x, y, one_step, &mut ChaCha8Rng::seed_from_u64(0));
+    let b = fgsm(&mut net, x, y, 0.1);
+    assert_eq!(a, b);
+
+    // PGD stays in the ε-ball and in [0, 1].
+    let cfg = PgdConfig::standard(0.2, 5);
+    let adv = pgd(&mut net, x, y, cfg, &mut ChaCha8Rng::seed_from_u64(1));
+    for (&xa, &xc) in adv.iter().zip(x) {
+        assert!((xa - xc).abs() <= 0.2 + 1e-6 && (0.0..=1.0).contains(&xa));
+    }
+
+    // Sweeps: the attack works and accuracy does not rise with ε (within noise).
+    let data = Batch {
+        x: x.to_vec(),
+        labels: y.to_vec(),
+    };
+    let eps = [0.0, 0.05, 0.1, 0.2, 0.3];
+    let pgd_attack = WhiteBox::Pgd {
+        steps: 5,
+        step_factor: 2.5,
+        random_start: true,
+    };
+    for attack in [WhiteBox::Fgsm, pgd_attack] {
+        let r = white_box_sweep(&mut net, &data, &eps, attack, true, 7, &Progress::quiet());
+        assert!(
+            r.clean_accuracy > 0.8,
+            "{attack:?}: clean {}",
+            r.clean_accuracy
+        );
+        assert_eq!(r.points[0].accuracy, r.clean_accuracy);
+        for w in r.points.windows(2) {
+            assert!(
+                w[1].accuracy <= w[0].accuracy + 0.02,
+                "{attack:?}: {:?}",
+                r.points
+            );
+        }
+        assert!(
+            r.accuracy_at(0.3).unwrap() < 0.3,
+            "{attack:?}: {:?}",
+            r.points
+        );
+    }
+}
+
+/// ∂p_y/∂x from the closed-form softmax Jacobian matches finite differences.
+#[test]
+fn substitute_jacobian_matches_finite_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let w: Vec<f32> = (0..6 * 3).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let mut net = linear_model(&w, &[0.0, 0.1, -0.1], 6, 3);
+    let x: Vec<f32> = (0..6).map(|_| rng.random_range(0.0..1.0)).collect();
+    let g = class_probability_grads(&mut net, &x, &[2]);
+    let prob =
+        |net: &mut Network, x: &[f32]| spartan_train::nn::loss::softmax(net.forward(x, 1))[2];
+    for i in 0..6 {
+        let mut p = x.clone();
+        p[i] += 1e-3;
+        let hi = prob(&mut net, &p);
+        p[i] -= 2e-3;
+        let lo = prob(&mut net, &p);
+        assert!((g[i] - (hi - lo) / 2e-3).abs() < 1e-3, "pixel {i}");
+    }
+    assert_eq!(
+        [0, 1, 2, 3, 4].map(lambda_sign),
+        [-1.0, -1.0, -1.0, 1.0, 1.0]
+    );
+}
+
+/// An oracle that counts its queries, to check the adversary only asks for labels of
+/// its own synthetic points.
+struct Counting<'a>(&'a mut Network, usize);
+
+impl Oracle for Counting<'_> {
+    fn classify(&mut self, x: &[f32], n: usize) -> Vec<u8> {
+        self.1 += n;
+        self.0.classify(x, n)
+    }
+}
+
+#[test]
+fn black_box_pipeline_learns_a_substitute() {
+    let (mut net, test) = trained_standard(4000);
+    let holdout = Batch {
+        x: test.x[..150 * 784].to_vec(),
+        labels: test.labels[..150].to_vec(),
+    };
+    let eval = Batch {
+        x: test.x[150 * 784..].to_vec(),
+        labels: test.labels[150..].to_vec(),
+    };
+    let cfg = BlackBoxConfig {
+        rounds: 4,
+        epochs: 6,
+        ..BlackBoxConfig::default()
+    };
+    let mut oracle = Counting(&mut net, 0);
+    let r = black_box(
+        &mut oracle,
+        &holdout,
+        &eval,
+        (Shape::new(28, 28, 1), 10),
+        &[0.0, 0.3],
+        &cfg,
+        &Progress::quiet(),
+    );
+    // 150 · 2³ labels for the adversary; the rest are evaluation queries.
+    assert_eq!(r.queries, 150 * 8);
+    assert!(oracle.1 >= 1200 + 3 * eval.labels.len());
+    assert!(r.substitute_agreement.unwrap() > 0.5, "{r:?}");
+    assert_eq!(r.points[0].accuracy, r.clean_accuracy);
+    assert!(r.points[1].accuracy < r.clean_accuracy, "{r:?}");
+}
