@@ -16,4 +16,5 @@ pub mod nn;
 pub mod plot;
 pub mod progress;
 pub mod report;
+pub mod reproduce;
 pub mod train;

@@ -5,6 +5,7 @@ mod attack;
 mod bench;
 mod export;
 mod inspect;
+mod reproduce;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -43,6 +44,8 @@ pub enum Command {
     Spec(inspect::SpecArgs),
     /// Export weights for other tools (safetensors in PyTorch layout).
     Export(export::ExportArgs),
+    /// The paper's experiment end to end: train the four networks, attack them, write REPORT.md.
+    Reproduce(reproduce::ReproduceArgs),
     /// Adversarial attacks: white-box FGSM/PGD (BPDA) and the surrogate black-box attack.
     Attack(attack::AttackArgs),
     /// Measure throughput (printed like the peer benchmark script).
@@ -61,6 +64,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(a) => export::export(a),
         Command::Bench(w) => bench::bench(w),
         Command::Attack(a) => attack::attack(a, progress),
+        Command::Reproduce(a) => reproduce::reproduce(a, progress),
     }
 }
 
