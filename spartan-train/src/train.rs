@@ -4,6 +4,7 @@
 use crate::data::Splits;
 use crate::eval::evaluate;
 use crate::fsutil::{write_atomic, write_atomic_str};
+use crate::nn::network::Init;
 use crate::nn::optim::{AdamConfig, AdamState};
 use crate::nn::Network;
 use crate::progress::Progress;
@@ -52,6 +53,9 @@ pub struct TrainConfig {
     /// Train on the first N training images only.
     #[serde(default)]
     pub train_limit: Option<usize>,
+    /// Weight initialisation.
+    #[serde(default)]
+    pub init: Init,
 }
 
 /// Why training could not run.
@@ -249,7 +253,7 @@ pub fn train(
     let ckpt_path = out.join(files::CHECKPOINT);
 
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-    let mut net = Network::init(&config.spec, &mut rng)?;
+    let mut net = Network::init_with(&config.spec, config.init, &mut rng)?;
     let mut state = Checkpoint {
         epochs_done: 0,
         params: Vec::new(),

@@ -73,6 +73,7 @@ fn trained_standard(limit: usize) -> (Network, Batch) {
         seed: 2,
         data: "embedded".into(),
         train_limit: None,
+        init: Default::default(),
     };
     let dir = tempfile::tempdir().unwrap();
     let (_, net) = train(&config, &splits, dir.path(), false, &Progress::quiet()).unwrap();

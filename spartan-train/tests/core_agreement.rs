@@ -25,6 +25,7 @@ fn compare(arch: &str) -> (f32, usize) {
         seed: 7,
         data: "embedded".into(),
         train_limit: None,
+        init: Default::default(),
     };
     let dir = tempfile::tempdir().unwrap();
     let (_, mut net) = train(&config, &splits, dir.path(), false, &Progress::quiet()).unwrap();

@@ -40,6 +40,9 @@ pub struct TrainArgs {
     /// Seed of every random choice.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Initialisation of conv and dense weights (glorot = the Keras default of the paper).
+    #[arg(long, value_enum, default_value = "he")]
+    pub init: crate::nn::network::Init,
     /// Use only the first N training images (quick experiments).
     #[arg(long, value_name = "N")]
     pub train_limit: Option<usize>,
@@ -90,6 +93,7 @@ pub(super) fn train(a: TrainArgs, progress: Progress) -> anyhow::Result<()> {
                 seed: a.seed,
                 data: data_desc,
                 train_limit: a.train_limit,
+                init: a.init,
             };
             (cfg, out, false)
         }

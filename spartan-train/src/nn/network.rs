@@ -96,10 +96,36 @@ struct Workspace {
     grads: Vec<Vec<f32>>,
 }
 
-/// Glorot-uniform initialisation (the Keras default the paper used), zero biases.
-fn glorot(rng: &mut impl Rng, n: usize, fan_in: usize, fan_out: usize) -> Vec<f32> {
-    let limit = (6.0 / (fan_in + fan_out) as f32).sqrt();
-    (0..n).map(|_| rng.random_range(-limit..limit)).collect()
+/// How conv and dense weights start (biases start at 0; filters follow DESIGN.md §1.2).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Init {
+    /// He-uniform, `U(±√(6/fan_in))`: made for ReLU networks. Measured on full MNIST
+    /// (standard CNN, 6 epochs) it ends slightly higher and steadier than Glorot.
+    #[default]
+    He,
+    /// Glorot-uniform, `U(±√(6/(fan_in+fan_out)))`: the Keras default the paper used.
+    Glorot,
+}
+
+impl Init {
+    fn sample(self, rng: &mut impl Rng, n: usize, fan_in: usize, fan_out: usize) -> Vec<f32> {
+        let limit = match self {
+            Init::He => (6.0 / fan_in as f32).sqrt(),
+            Init::Glorot => (6.0 / (fan_in + fan_out) as f32).sqrt(),
+        };
+        (0..n).map(|_| rng.random_range(-limit..limit)).collect()
+    }
 }
 
 /// A network, its gradients and its reusable buffers.
@@ -134,8 +160,17 @@ impl Clone for Network {
 }
 
 impl Network {
-    /// A freshly initialised network (DESIGN.md §1.2 init for filters, Glorot otherwise).
+    /// A freshly initialised network with the default [`Init`].
     pub fn init(spec: &ArchSpec, rng: &mut impl Rng) -> Result<Self, spartan_core::Error> {
+        Self::init_with(spec, Init::default(), rng)
+    }
+
+    /// A freshly initialised network: DESIGN.md §1.2 for filters, `init` for the rest.
+    pub fn init_with(
+        spec: &ArchSpec,
+        init: Init,
+        rng: &mut impl Rng,
+    ) -> Result<Self, spartan_core::Error> {
         let shapes = spec.shapes()?;
         let mut params = Vec::new();
         for (i, layer) in spec.layers.iter().enumerate() {
@@ -165,13 +200,13 @@ impl Network {
                     let k = c.kernel as usize;
                     let (ci, co) = (input.channels as usize, c.filters as usize);
                     (
-                        glorot(rng, k * k * ci * co, k * k * ci, k * k * co),
+                        init.sample(rng, k * k * ci * co, k * k * ci, k * k * co),
                         vec![0.0; co],
                     )
                 }
                 LayerSpec::Dense(d) => {
                     let (ni, no) = (input.len(), d.units as usize);
-                    (glorot(rng, ni * no, ni, no), vec![0.0; no])
+                    (init.sample(rng, ni * no, ni, no), vec![0.0; no])
                 }
                 LayerSpec::MaxPool(_) => (Vec::new(), Vec::new()),
             };
