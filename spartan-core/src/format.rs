@@ -76,6 +76,8 @@ pub enum DType {
     U8,
     /// Signed 32-bit integer.
     I32,
+    /// Unsigned 16-bit integer.
+    U16,
 }
 
 impl DType {
@@ -83,6 +85,7 @@ impl DType {
     pub fn size(self) -> usize {
         match self {
             DType::F32 | DType::I32 => 4,
+            DType::U16 => 2,
             DType::I8 | DType::U8 => 1,
         }
     }

@@ -6,7 +6,8 @@
 //! - [`filter`]: the binary filtering layers and their exact bit tables over `u8` pixels;
 //! - [`spec`]: layer and architecture specs, and the named architectures of the paper;
 //! - [`format`]: the versioned, checksummed, zero-copy model file;
-//! - [`float`]: reference f32 inference into a caller-provided arena.
+//! - [`float`]: reference f32 inference into a caller-provided arena;
+//! - [`quant`] and [`int8`]: integer-only inference with bit-table filters.
 //!
 //! Layer semantics live here once; the trainer and the firmware both use them.
 //!
@@ -26,6 +27,8 @@ pub mod error;
 pub mod filter;
 pub mod float;
 pub mod format;
+pub mod int8;
+pub mod quant;
 pub mod spec;
 
 pub use error::{Error, Result};

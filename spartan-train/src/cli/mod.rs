@@ -5,6 +5,7 @@ mod attack;
 mod bench;
 mod export;
 mod inspect;
+mod quantize;
 mod reproduce;
 mod train;
 
@@ -42,6 +43,8 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Print a named architecture as a TOML spec (a template for custom candidates).
     Spec(inspect::SpecArgs),
+    /// Post-training int8 quantisation (bit-table filter, per-channel weights).
+    Quantize(quantize::QuantizeArgs),
     /// Export weights for other tools (safetensors in PyTorch layout).
     Export(export::ExportArgs),
     /// The paper's experiment end to end: train the four networks, attack them, write REPORT.md.
@@ -62,6 +65,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(a) => inspect::inspect(a),
         Command::Spec(a) => inspect::spec(a),
         Command::Export(a) => export::export(a),
+        Command::Quantize(a) => quantize::quantize(a),
         Command::Bench(w) => bench::bench(w),
         Command::Attack(a) => attack::attack(a, progress),
         Command::Reproduce(a) => reproduce::reproduce(a, progress),
@@ -79,4 +83,33 @@ pub(crate) fn load_oracle_model(path: &std::path::Path) -> anyhow::Result<crate:
     use anyhow::Context;
     let bytes = read_model_file(path)?;
     crate::nn::Network::load(&bytes).with_context(|| format!("{}", path.display()))
+}
+
+/// A model file of either kind.
+pub(crate) enum AnyModel {
+    /// A float network.
+    F32(crate::nn::Network),
+    /// An int8 model's bytes (validated on load).
+    Int8(Vec<u8>),
+}
+
+/// Loads a model file of either kind, naming the file in any error.
+pub(crate) fn load_any_model(path: &std::path::Path) -> anyhow::Result<AnyModel> {
+    use anyhow::Context;
+    let bytes = read_model_file(path)?;
+    let file = spartan_core::format::ModelFile::parse(&bytes)
+        .with_context(|| format!("{}", path.display()))?;
+    match file.kind {
+        spartan_core::format::ModelKind::F32 => {
+            let model = spartan_core::float::F32Model::from_file(&file)
+                .with_context(|| format!("{}", path.display()))?;
+            Ok(AnyModel::F32(crate::nn::Network::from_model(&model)))
+        }
+        spartan_core::format::ModelKind::Int8 => {
+            spartan_core::int8::Int8Model::from_file(&file)
+                .with_context(|| format!("{}", path.display()))?;
+            drop(file);
+            Ok(AnyModel::Int8(bytes))
+        }
+    }
 }

@@ -1,11 +1,10 @@
 //! `spartan train` and `spartan eval`.
 
-use super::{read_model_file, DataArgs};
+use super::DataArgs;
 use crate::arch::{resolve, Overrides};
 use crate::data;
 use crate::eval::evaluate;
 use crate::nn::optim::AdamConfig;
-use crate::nn::Network;
 use crate::progress::Progress;
 use crate::train::{self as trainer, read_config, TrainConfig};
 use anyhow::{bail, Context};
@@ -131,17 +130,31 @@ pub(super) fn train(a: TrainArgs, progress: Progress) -> anyhow::Result<()> {
 }
 
 pub(super) fn eval(a: EvalArgs, _progress: Progress) -> anyhow::Result<()> {
-    let bytes = read_model_file(&a.model)?;
-    let mut net = Network::load(&bytes).with_context(|| format!("{}", a.model.display()))?;
+    let model = super::load_any_model(&a.model)?;
     let splits = data::load(a.data.data.as_deref())?;
-    splits.test.check_shape(net.shapes()[0])?;
-    splits.test.check_classes(net.classes())?;
-    if splits.test.is_empty() {
+    let test = &splits.test;
+    if test.is_empty() {
         bail!("the test set is empty");
     }
-    let e = evaluate(&mut net, &splits.test);
+    let (e, kind) = match model {
+        super::AnyModel::F32(mut net) => {
+            test.check_shape(net.shapes()[0])?;
+            test.check_classes(net.classes())?;
+            (evaluate(&mut net, test), "f32")
+        }
+        super::AnyModel::Int8(bytes) => {
+            let runner = crate::int8::Int8Runner::load(&bytes)?;
+            test.check_shape(runner.model.shapes()[0])?;
+            test.check_classes(runner.model.classes())?;
+            let (preds, _) = runner.run(&test.images, test.len());
+            (
+                crate::eval::score(&preds, &test.labels, runner.model.classes()),
+                "int8",
+            )
+        }
+    };
     println!(
-        "accuracy {:.2}% on {} test images of {}",
+        "{kind} accuracy {:.2}% on {} test images of {}",
         e.accuracy * 100.0,
         e.n,
         splits.source

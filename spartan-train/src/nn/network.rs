@@ -458,6 +458,44 @@ impl Network {
         }
     }
 
+    /// Smallest and largest value of every layer's output over `n` images (calibration
+    /// of the int8 quantiser).
+    pub fn activation_ranges(&mut self, x: &[f32], n: usize) -> Vec<(f32, f32)> {
+        let in_len = self.input_len();
+        assert_eq!(x.len(), n * in_len, "network input size");
+        let mut ranges = vec![(f32::INFINITY, f32::NEG_INFINITY); self.layers.len()];
+        let mut ws = new_workspace(&self.layers, &self.shapes);
+        let ctx = ChunkContext {
+            layers: &self.layers,
+            shapes: &self.shapes,
+            ranges: &self.ranges,
+            mode: self.grad_mode,
+            sf_l1: 0.0,
+            backward: false,
+        };
+        let mut logits = vec![0.0; CHUNK * self.spec.classes()];
+        for xc in x.chunks(CHUNK * in_len) {
+            let m = xc.len() / in_len;
+            let lc = &mut logits[..m * self.spec.classes()];
+            ctx.run_chunk(
+                &mut ws,
+                xc,
+                0,
+                lc,
+                None,
+                None,
+                &|_: usize, _: &[f32], _: &mut [f32]| 0.0,
+            );
+            for (i, r) in ranges.iter_mut().enumerate() {
+                for &v in &ws.acts[i + 1][..m * self.shapes[i + 1].len()] {
+                    r.0 = r.0.min(v);
+                    r.1 = r.1.max(v);
+                }
+            }
+        }
+        ranges
+    }
+
     /// Lengths of every parameter tensor, in optimiser order (weight, bias per layer).
     pub fn param_lens(&self) -> Vec<usize> {
         self.ranges

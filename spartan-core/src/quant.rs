@@ -1,0 +1,158 @@
+//! Fixed-point arithmetic of the int8 path (gemmlowp / TFLite conventions), and the
+//! host-side helpers that turn real scales into it.
+//!
+//! On the device everything is integer: an `i32` accumulator is rescaled by a
+//! multiplier in `[2^30, 2^31)` and a power-of-two shift, with round-to-nearest.
+
+/// `round(a · b / 2^31)`, saturating: gemmlowp's `SaturatingRoundingDoublingHighMul`.
+#[inline]
+pub fn saturating_rounding_doubling_high_mul(a: i32, b: i32) -> i32 {
+    if a == i32::MIN && b == i32::MIN {
+        return i32::MAX;
+    }
+    let ab = a as i64 * b as i64;
+    let nudge: i64 = if ab >= 0 { 1 << 30 } else { 1 - (1 << 30) };
+    // Division (truncation toward zero) as in gemmlowp, not an arithmetic shift.
+    ((ab + nudge) / (1i64 << 31)) as i32
+}
+
+/// `round(x / 2^exponent)`, ties away from zero: gemmlowp's `RoundingDivideByPOT`.
+#[inline]
+pub fn rounding_divide_by_pot(x: i32, exponent: u32) -> i32 {
+    if exponent == 0 {
+        return x;
+    }
+    let exponent = exponent.min(31);
+    let mask: i64 = (1i64 << exponent) - 1;
+    let remainder = (x as i64) & mask;
+    let threshold = (mask >> 1) + i64::from(x < 0);
+    (x >> exponent) + i32::from(remainder > threshold)
+}
+
+/// A real multiplier `m · 2^shift / 2^31` in fixed point.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Requant {
+    /// In `[2^30, 2^31)`, or 0 for a zero multiplier.
+    pub multiplier: i32,
+    /// Power-of-two exponent, in `[-31, 30]`.
+    pub shift: i32,
+}
+
+impl Requant {
+    /// Whether the fields are in range (validation of untrusted files).
+    pub fn is_valid(&self) -> bool {
+        (self.multiplier == 0 || self.multiplier >= 1 << 30) && (-31..=30).contains(&self.shift)
+    }
+
+    /// `round(x · real)` where `real` is the multiplier this encodes.
+    #[inline]
+    pub fn apply(&self, x: i32) -> i32 {
+        let left = self.shift.max(0) as u32;
+        let right = (-self.shift).max(0) as u32;
+        let scaled = x.saturating_mul(1i32 << left);
+        rounding_divide_by_pot(
+            saturating_rounding_doubling_high_mul(scaled, self.multiplier),
+            right,
+        )
+    }
+
+    /// Encodes a non-negative real multiplier (host side; the device never needs it).
+    pub fn from_real(real: f64) -> Self {
+        if !(real > 0.0) || !real.is_finite() {
+            return Requant::default();
+        }
+        // real = q · 2^e with q in [0.5, 1).
+        let mut e = 0i32;
+        let mut q = real;
+        while q >= 1.0 {
+            q /= 2.0;
+            e += 1;
+        }
+        while q < 0.5 {
+            q *= 2.0;
+            e -= 1;
+        }
+        let mut m = libm::round(q * (1u64 << 31) as f64) as i64;
+        if m == 1i64 << 31 {
+            m /= 2;
+            e += 1;
+        }
+        if e < -31 {
+            // Too small to matter: every accumulator rounds to 0.
+            return Requant::default();
+        }
+        Requant {
+            multiplier: m as i32,
+            shift: e.min(30),
+        }
+    }
+}
+
+/// Fraction of a full turn per accumulator unit, in Q48, for `H(cos z)` with
+/// `z = scale · acc`: the output is on where the phase is within a quarter turn of 0.
+pub const PHASE_BITS: u32 = 48;
+
+/// `f = round(scale / 2π · 2^48)` (host side).
+pub fn phase_factor(scale: f64) -> i64 {
+    libm::round(scale / (2.0 * core::f64::consts::PI) * (1u64 << PHASE_BITS) as f64) as i64
+}
+
+/// `H(cos(scale · acc))` in integers: the phase `acc·f mod 2^48` (exact under wrapping)
+/// must lie in `[0, 1/4)` or `(3/4, 1)` of a turn.
+#[inline]
+pub fn cos_positive(acc: i32, factor: i64) -> bool {
+    let mask = (1i64 << PHASE_BITS) - 1;
+    let phase = (acc as i64).wrapping_mul(factor) & mask;
+    let quarter = 1i64 << (PHASE_BITS - 2);
+    phase < quarter || phase > 3 * quarter
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requant_matches_real_multiplication() {
+        for &real in &[0.000_123_4, 0.0031, 0.25, 0.5, 0.999_9, 1.0, 1.7, 37.5] {
+            let r = Requant::from_real(real);
+            assert!(r.is_valid(), "{real}: {r:?}");
+            for &x in &[0, 1, -1, 7, -7, 1000, -1000, 123_456, -987_654, 20_000_000] {
+                let want = libm::round(x as f64 * real);
+                let got = r.apply(x) as f64;
+                assert!((got - want).abs() <= 1.0, "{real} × {x}: {got} vs {want}");
+            }
+        }
+        assert_eq!(Requant::from_real(0.0).apply(12345), 0);
+    }
+
+    #[test]
+    fn fixed_point_primitives_follow_gemmlowp() {
+        // 0.5 in Q31 times 3 is 1.5 -> 2; times -3 is -1.5 -> -1: gemmlowp's nudge
+        // rounds exact halves up (toward +∞).
+        assert_eq!(saturating_rounding_doubling_high_mul(3, 1 << 30), 2);
+        assert_eq!(saturating_rounding_doubling_high_mul(-3, 1 << 30), -1);
+        assert_eq!(saturating_rounding_doubling_high_mul(-5, 1 << 29), -1);
+        assert_eq!(
+            saturating_rounding_doubling_high_mul(i32::MIN, i32::MIN),
+            i32::MAX
+        );
+        assert_eq!(rounding_divide_by_pot(5, 1), 3);
+        assert_eq!(rounding_divide_by_pot(-5, 1), -3);
+        assert_eq!(rounding_divide_by_pot(4, 1), 2);
+        assert_eq!(rounding_divide_by_pot(-4, 2), -1);
+    }
+
+    #[test]
+    fn integer_cosine_sign_matches_float() {
+        for &scale in &[0.001f64, 0.013, 0.2, 1.3] {
+            let f = phase_factor(scale);
+            for acc in (-5000..5000).step_by(7) {
+                let z = scale * acc as f64;
+                let c = libm::cos(z);
+                if c.abs() > 1e-6 {
+                    assert_eq!(cos_positive(acc, f), c > 0.0, "scale {scale} acc {acc}");
+                }
+            }
+        }
+    }
+}
