@@ -58,7 +58,7 @@ impl Requant {
 
     /// Encodes a non-negative real multiplier (host side; the device never needs it).
     pub fn from_real(real: f64) -> Self {
-        if !(real > 0.0) || !real.is_finite() {
+        if real.is_nan() || real <= 0.0 || !real.is_finite() {
             return Requant::default();
         }
         // real = q · 2^e with q in [0.5, 1).
