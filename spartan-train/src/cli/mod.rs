@@ -88,7 +88,7 @@ pub(crate) fn load_oracle_model(path: &std::path::Path) -> anyhow::Result<crate:
 /// A model file of either kind.
 pub(crate) enum AnyModel {
     /// A float network.
-    F32(crate::nn::Network),
+    F32(Box<crate::nn::Network>),
     /// An int8 model's bytes (validated on load).
     Int8(Vec<u8>),
 }
@@ -103,7 +103,7 @@ pub(crate) fn load_any_model(path: &std::path::Path) -> anyhow::Result<AnyModel>
         spartan_core::format::ModelKind::F32 => {
             let model = spartan_core::float::F32Model::from_file(&file)
                 .with_context(|| format!("{}", path.display()))?;
-            Ok(AnyModel::F32(crate::nn::Network::from_model(&model)))
+            Ok(AnyModel::F32(Box::new(crate::nn::Network::from_model(&model))))
         }
         spartan_core::format::ModelKind::Int8 => {
             spartan_core::int8::Int8Model::from_file(&file)
