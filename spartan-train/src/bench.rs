@@ -134,3 +134,80 @@ pub fn bench_train(spec: &ArchSpec, batch: usize, steps: usize, repeats: usize) 
         infer_b256: Rates::of(infer_b256),
     }
 }
+
+/// Inference figures of one model file (f32 via the trainer's layers, int8 via the
+/// core's integer path, one image per call, single thread for batch 1).
+#[derive(Clone, Copy, Debug)]
+pub struct InferBench {
+    /// Batch-1 throughput (1 / latency), single thread.
+    pub b1: Rates,
+    /// Batch-256 throughput, all threads.
+    pub b256: Rates,
+}
+
+/// Measures the core's int8 path on `images` (raw pixels, cycled).
+pub fn bench_int8(runner: &crate::int8::Int8Runner<'_>, images: &[u8], repeats: usize) -> InferBench {
+    let m = &runner.model;
+    let len = m.input_len();
+    let n_img = images.len() / len;
+    let mut arena = vec![0u8; m.arena_len()];
+    let mut logits = vec![0i8; m.classes()];
+    let mut i = 0usize;
+    let b1 = throughput(
+        || {
+            let img = &images[(i % n_img) * len..(i % n_img + 1) * len];
+            i += 1;
+            std::hint::black_box(m.infer(img, &mut arena, &mut logits).unwrap_or(0));
+        },
+        1,
+        500,
+        repeats,
+        50,
+    );
+    let batch: Vec<u8> = images.iter().copied().cycle().take(256 * len).collect();
+    let b256 = throughput(
+        || {
+            std::hint::black_box(runner.run(&batch, 256));
+        },
+        256,
+        10,
+        repeats,
+        2,
+    );
+    InferBench {
+        b1: Rates::of(b1),
+        b256: Rates::of(b256),
+    }
+}
+
+/// Measures the trainer's f32 forward pass on `images` (values in `[0, 1]`, cycled).
+pub fn bench_f32(net: &mut Network, images: &[f32], repeats: usize) -> InferBench {
+    let len = net.input_len();
+    let n_img = images.len() / len;
+    let mut i = 0usize;
+    let b1 = throughput(
+        || {
+            let img = &images[(i % n_img) * len..(i % n_img + 1) * len];
+            i += 1;
+            std::hint::black_box(net.forward(img, 1));
+        },
+        1,
+        300,
+        repeats,
+        20,
+    );
+    let batch: Vec<f32> = images.iter().copied().cycle().take(256 * len).collect();
+    let b256 = throughput(
+        || {
+            std::hint::black_box(net.forward(&batch, 256));
+        },
+        256,
+        10,
+        repeats,
+        2,
+    );
+    InferBench {
+        b1: Rates::of(b1),
+        b256: Rates::of(b256),
+    }
+}

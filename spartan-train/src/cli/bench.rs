@@ -8,6 +8,8 @@ use crate::bench::bench_train;
 pub enum BenchWhat {
     /// Training throughput at a batch size, plus batch-1 and batch-256 float inference.
     Train(BenchTrainArgs),
+    /// f32 and int8 inference at batch 1 and 256, model flash and arena bytes.
+    Infer(super::bench_infer::BenchInferArgs),
 }
 
 /// Arguments of `spartan bench train`.
@@ -32,6 +34,7 @@ pub struct BenchTrainArgs {
 
 pub(super) fn bench(what: BenchWhat) -> anyhow::Result<()> {
     match what {
+        BenchWhat::Infer(a) => super::bench_infer::bench_infer(a),
         BenchWhat::Train(a) => {
             anyhow::ensure!(
                 a.batch >= 1 && a.batch <= 65_536,

@@ -3,6 +3,7 @@
 
 mod attack;
 mod bench;
+mod bench_infer;
 mod export;
 mod inspect;
 mod quantize;
