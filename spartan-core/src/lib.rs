@@ -21,6 +21,9 @@
 
 #[cfg(feature = "alloc")]
 extern crate alloc;
+// Runtime CPU-feature dispatch of the int8 kernels needs `std` on hosts.
+#[cfg(all(feature = "std", not(test)))]
+extern crate std;
 
 pub mod activation;
 pub mod error;

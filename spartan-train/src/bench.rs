@@ -146,7 +146,11 @@ pub struct InferBench {
 }
 
 /// Measures the core's int8 path on `images` (raw pixels, cycled).
-pub fn bench_int8(runner: &crate::int8::Int8Runner<'_>, images: &[u8], repeats: usize) -> InferBench {
+pub fn bench_int8(
+    runner: &crate::int8::Int8Runner<'_>,
+    images: &[u8],
+    repeats: usize,
+) -> InferBench {
     let m = &runner.model;
     let len = m.input_len();
     let n_img = images.len() / len;

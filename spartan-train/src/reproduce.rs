@@ -179,6 +179,7 @@ fn train_stage(
         data: cfg.data_name.clone(),
         train_limit: None,
         init: Default::default(),
+        anneal_epochs: 1,
     };
     let same_run = train::read_config(run_dir).ok().as_ref() == Some(&config);
     let summary_path = run_dir.join(train::files::SUMMARY);

@@ -56,6 +56,9 @@ pub struct TrainConfig {
     /// Weight initialisation.
     #[serde(default)]
     pub init: Init,
+    /// The last this-many epochs train at a tenth of the learning rate (0: constant).
+    #[serde(default)]
+    pub anneal_epochs: usize,
 }
 
 /// Why training could not run.
@@ -142,6 +145,16 @@ pub struct Summary {
 }
 
 impl TrainConfig {
+    /// Optimiser settings for `epoch` (0-based): the base rate, or a tenth of it in the
+    /// final `anneal_epochs` epochs, which settles the last epoch's noise.
+    pub fn adam_for_epoch(&self, epoch: usize) -> AdamConfig {
+        let mut cfg = self.adam;
+        if epoch + self.anneal_epochs >= self.epochs {
+            cfg.lr *= 0.1;
+        }
+        cfg
+    }
+
     /// Checks the numbers make sense before any work starts.
     pub fn validate(&self) -> Result<(), TrainError> {
         if self.epochs == 0 {
@@ -155,6 +168,11 @@ impl TrainConfig {
         }
         if !(self.adam.lr.is_finite() && self.adam.lr > 0.0 && self.adam.lr < 10.0) {
             return Err(TrainError::Config("--lr must be in (0, 10)".into()));
+        }
+        if self.anneal_epochs > self.epochs {
+            return Err(TrainError::Config(
+                "--anneal-epochs cannot exceed --epochs".into(),
+            ));
         }
         if self.train_limit == Some(0) {
             return Err(TrainError::Config(
@@ -289,10 +307,11 @@ pub fn train(
         let started = Instant::now();
         let order = epoch_order(config.seed, epoch, n);
         let first = state.losses.len();
+        let adam = config.adam_for_epoch(epoch);
         fit_epoch(
             &mut net,
             &mut state.adam,
-            &config.adam,
+            &adam,
             &images,
             &data.train.labels,
             &order,

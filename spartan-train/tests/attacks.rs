@@ -74,6 +74,7 @@ fn trained_standard(limit: usize) -> (Network, Batch) {
         data: "embedded".into(),
         train_limit: None,
         init: Default::default(),
+        anneal_epochs: 0,
     };
     let dir = tempfile::tempdir().unwrap();
     let (_, net) = train(&config, &splits, dir.path(), false, &Progress::quiet()).unwrap();

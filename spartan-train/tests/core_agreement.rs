@@ -26,6 +26,7 @@ fn compare(arch: &str) -> (f32, usize) {
         data: "embedded".into(),
         train_limit: None,
         init: Default::default(),
+        anneal_epochs: 0,
     };
     let dir = tempfile::tempdir().unwrap();
     let (_, mut net) = train(&config, &splits, dir.path(), false, &Progress::quiet()).unwrap();

@@ -32,7 +32,8 @@ pub(super) fn bench_infer(a: BenchInferArgs) -> anyhow::Result<()> {
             let calib = splits.train.take(2000);
             let mut x = Vec::new();
             batch_input(&calib, 0..calib.len(), &mut x);
-            let q = quantize(&mut net, &x, calib.len()).context("quantising for the int8 figures")?;
+            let q =
+                quantize(&mut net, &x, calib.len()).context("quantising for the int8 figures")?;
             (Some(net), q)
         }
         super::AnyModel::Int8(bytes) => (None, bytes),
@@ -51,12 +52,18 @@ pub(super) fn bench_infer(a: BenchInferArgs) -> anyhow::Result<()> {
         let r = bench_f32(&mut net, &x, a.repeats);
         println!("{}", r.b1.line("spartan-f32", "infer_b1"));
         println!("{}", r.b256.line("spartan-f32", "infer_b256"));
-        println!("spartan-f32 infer_b1 latency median={:.4} ms", 1000.0 / r.b1.median.max(1e-12));
+        println!(
+            "spartan-f32 infer_b1 latency median={:.4} ms",
+            1000.0 / r.b1.median.max(1e-12)
+        );
     }
     let r = bench_int8(&runner, &test.images, a.repeats);
     println!("{}", r.b1.line("spartan-int8", "infer_b1"));
     println!("{}", r.b256.line("spartan-int8", "infer_b256"));
-    println!("spartan-int8 infer_b1 latency median={:.4} ms", 1000.0 / r.b1.median.max(1e-12));
+    println!(
+        "spartan-int8 infer_b1 latency median={:.4} ms",
+        1000.0 / r.b1.median.max(1e-12)
+    );
     println!(
         "spartan-int8 model flash_bytes={} arena_bytes={}",
         int8_bytes.len(),

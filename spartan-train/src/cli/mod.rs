@@ -104,7 +104,9 @@ pub(crate) fn load_any_model(path: &std::path::Path) -> anyhow::Result<AnyModel>
         spartan_core::format::ModelKind::F32 => {
             let model = spartan_core::float::F32Model::from_file(&file)
                 .with_context(|| format!("{}", path.display()))?;
-            Ok(AnyModel::F32(Box::new(crate::nn::Network::from_model(&model))))
+            Ok(AnyModel::F32(Box::new(crate::nn::Network::from_model(
+                &model,
+            ))))
         }
         spartan_core::format::ModelKind::Int8 => {
             spartan_core::int8::Int8Model::from_file(&file)

@@ -39,9 +39,12 @@ pub struct TrainArgs {
     /// Seed of every random choice.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Initialisation of conv and dense weights (glorot = the Keras default of the paper).
-    #[arg(long, value_enum, default_value = "he")]
+    /// Initialisation of conv and dense weights (glorot: the Keras default the paper used).
+    #[arg(long, value_enum, default_value = "glorot")]
     pub init: crate::nn::network::Init,
+    /// Train the last N epochs at a tenth of --lr (0: the paper's constant rate).
+    #[arg(long, default_value_t = 1)]
+    pub anneal_epochs: usize,
     /// Use only the first N training images (quick experiments).
     #[arg(long, value_name = "N")]
     pub train_limit: Option<usize>,
@@ -93,6 +96,7 @@ pub(super) fn train(a: TrainArgs, progress: Progress) -> anyhow::Result<()> {
                 data: data_desc,
                 train_limit: a.train_limit,
                 init: a.init,
+                anneal_epochs: a.anneal_epochs,
             };
             (cfg, out, false)
         }

@@ -116,9 +116,9 @@ pub enum Init {
     /// Glorot for layers with a step activation: their synthetic gradients are only
     /// informative near the step (and `H(cos z)` is periodic), so wider
     /// pre-activations hurt (Candidate B ended 0.2 points lower with He there).
-    #[default]
     He,
     /// Glorot-uniform, `U(±√(6/(fan_in+fan_out)))`: the Keras default the paper used.
+    #[default]
     Glorot,
 }
 
@@ -219,7 +219,10 @@ impl Network {
                 }
                 LayerSpec::Dense(d) => {
                     let (ni, no) = (input.len(), d.units as usize);
-                    (init.sample(d.activation, rng, ni * no, ni, no), vec![0.0; no])
+                    (
+                        init.sample(d.activation, rng, ni * no, ni, no),
+                        vec![0.0; no],
+                    )
                 }
                 LayerSpec::MaxPool(_) => (Vec::new(), Vec::new()),
             };
