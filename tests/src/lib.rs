@@ -1,1 +1,1 @@
-//! End-to-end tests live in `tests/`.
+//! End-to-end tests of the workspace live in `tests/`.
