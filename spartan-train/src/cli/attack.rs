@@ -1,11 +1,12 @@
 //! `spartan attack`.
 
-use super::{load_oracle_model, DataArgs};
+use super::{load_any_model, AnyModel, DataArgs};
 use crate::attack::blackbox::{black_box, BlackBoxConfig, SubstituteKind};
 use crate::attack::eps::{parse_eps, DEFAULT_EPS};
 use crate::attack::sweep::{white_box_sweep, Batch, WhiteBox};
 use crate::data::{self, Dataset};
 use crate::eval::batch_input;
+use crate::int8::Int8Runner;
 use crate::nn::act::GradMode;
 use crate::progress::Progress;
 use anyhow::{bail, Context};
@@ -96,12 +97,9 @@ pub(super) fn attack(a: AttackArgs, progress: Progress) -> anyhow::Result<()> {
     if !(a.pgd_step_factor.is_finite() && a.pgd_step_factor > 0.0) {
         bail!("--pgd-step-factor must be positive");
     }
-    let mut net = load_oracle_model(&a.model)?;
+    let model = load_any_model(&a.model)?;
     let splits = data::load(a.data.data.as_deref())?;
     let test = splits.test;
-    test.check_shape(net.shapes()[0])
-        .context("the data does not fit the model")?;
-    test.check_classes(net.classes())?;
     if a.holdout == 0 || a.holdout >= test.len() {
         bail!(
             "--holdout must be between 1 and {} (the test set size minus one)",
@@ -109,28 +107,56 @@ pub(super) fn attack(a: AttackArgs, progress: Progress) -> anyhow::Result<()> {
         );
     }
     let eval = test.slice(a.holdout..test.len());
+    let holdout = || to_batch(&test.slice(0..a.holdout));
+    let bb_cfg = BlackBoxConfig {
+        holdout: a.holdout,
+        substitute: a.substitute,
+        seed: a.seed,
+        ..BlackBoxConfig::default()
+    };
+    let mut net = match model {
+        AnyModel::Int8(bytes) => {
+            // The device's view: labels only, from integer inference on u8 images.
+            if a.attack != AttackKind::Blackbox {
+                bail!("white-box attacks differentiate the model: give the f32 model, or use --attack blackbox on an int8 model");
+            }
+            let mut runner = Int8Runner::load(&bytes)?;
+            let input = runner.model.shapes()[0];
+            test.check_shape(input)
+                .context("the data does not fit the model")?;
+            test.check_classes(runner.model.classes())?;
+            let classes = u16::try_from(runner.model.classes()).context("too many classes")?;
+            let report = black_box(
+                &mut runner,
+                &holdout(),
+                &to_batch(&eval),
+                (input, classes),
+                &eps,
+                &bb_cfg,
+                &progress,
+            );
+            return finish(&a, report);
+        }
+        AnyModel::F32(net) => *net,
+    };
+    test.check_shape(net.shapes()[0])
+        .context("the data does not fit the model")?;
+    test.check_classes(net.classes())?;
     net.grad_mode = match a.bpda {
         Bpda::Surrogate => GradMode::Surrogate,
         Bpda::Identity => GradMode::Identity,
     };
     let report = match a.attack {
         AttackKind::Blackbox => {
-            let cfg = BlackBoxConfig {
-                holdout: a.holdout,
-                substitute: a.substitute,
-                seed: a.seed,
-                ..BlackBoxConfig::default()
-            };
-            let holdout = to_batch(&test.slice(0..a.holdout));
             let classes = u16::try_from(net.classes()).context("too many classes")?;
             let input = net.shapes()[0];
             black_box(
                 &mut net,
-                &holdout,
+                &holdout(),
                 &to_batch(&eval),
                 (input, classes),
                 &eps,
-                &cfg,
+                &bb_cfg,
                 &progress,
             )
         }
@@ -158,6 +184,11 @@ pub(super) fn attack(a: AttackArgs, progress: Progress) -> anyhow::Result<()> {
             )
         }
     };
+    finish(&a, report)
+}
+
+/// Writes and prints an attack's results.
+fn finish(a: &AttackArgs, report: crate::attack::sweep::AttackReport) -> anyhow::Result<()> {
     let name = a
         .model
         .file_stem()

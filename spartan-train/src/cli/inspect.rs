@@ -6,6 +6,7 @@ use anyhow::Context;
 use spartan_core::filter::{BitTable, FilterKind};
 use spartan_core::float::F32Model;
 use spartan_core::format::ModelFile;
+use spartan_core::int8::{FilterTables, Int8Layer, Int8Model, OutputStage, NEVER_ON};
 use spartan_core::spec::LayerSpec;
 use std::path::PathBuf;
 
@@ -32,6 +33,11 @@ pub(super) fn spec(a: SpecArgs) -> anyhow::Result<()> {
 pub(super) fn inspect(a: InspectArgs) -> anyhow::Result<()> {
     let bytes = read_model_file(&a.model)?;
     let file = ModelFile::parse(&bytes).with_context(|| format!("{}", a.model.display()))?;
+    if file.kind == spartan_core::format::ModelKind::Int8 {
+        let model =
+            Int8Model::from_file(&file).with_context(|| format!("{}", a.model.display()))?;
+        return inspect_int8(&a.model, &bytes, &model);
+    }
     let model = F32Model::from_file(&file).with_context(|| format!("{}", a.model.display()))?;
     println!(
         "{}: Spartan model, format v{}, kind {}, {} bytes, CRC-32 {:#010x}",
@@ -138,4 +144,100 @@ fn describe_table(t: &BitTable) -> String {
     } else {
         format!("pixels {}", parts.join(", "))
     }
+}
+
+fn layer_name(layer: &LayerSpec) -> String {
+    match layer {
+        LayerSpec::Filter(f) => format!("filter {:?} β={} {}", f.kind, f.beta, f.activation),
+        LayerSpec::Conv(c) => format!(
+            "conv {} {}×{} {}",
+            c.filters, c.kernel, c.kernel, c.activation
+        ),
+        LayerSpec::MaxPool(p) => format!("maxpool {}×{}", p.size, p.size),
+        LayerSpec::Dense(d) => format!("dense {} {}", d.units, d.activation),
+    }
+}
+
+/// Describes an int8 model: flash and RAM budget, per-layer quantisation.
+fn inspect_int8(path: &std::path::Path, bytes: &[u8], model: &Int8Model<'_>) -> anyhow::Result<()> {
+    let kib = |n: usize| n as f64 / 1024.0;
+    println!(
+        "{}: Spartan model, format v{}, kind int8, CRC-32 {:#010x}",
+        path.display(),
+        spartan_core::format::FORMAT_VERSION,
+        model.crc()
+    );
+    println!(
+        "flash (model file): {} bytes ({:.1} KiB; budget 64 KiB: {})",
+        bytes.len(),
+        kib(bytes.len()),
+        if bytes.len() <= 64 * 1024 {
+            "fits"
+        } else {
+            "OVER"
+        }
+    );
+    println!(
+        "arena (RAM): {} bytes ({:.1} KiB; budget 48 KiB: {})",
+        model.arena_len(),
+        kib(model.arena_len()),
+        if model.arena_len() <= 48 * 1024 {
+            "fits"
+        } else {
+            "OVER"
+        }
+    );
+    let shapes = model.shapes();
+    println!(
+        "input {}×{}×{} raw u8 pixels",
+        shapes[0].height, shapes[0].width, shapes[0].channels
+    );
+    for (i, (layer, q)) in model.spec().layers.iter().zip(model.layers()).enumerate() {
+        let out = shapes[i + 1];
+        let detail = match q {
+            Int8Layer::Filter(FilterTables::Shared(t)) => {
+                format!("{} bit tables over raw pixels", t.len() / 32)
+            }
+            Int8Layer::Filter(FilterTables::Thresholds(t)) => {
+                let v: Vec<u16> = t
+                    .chunks_exact(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                    .collect();
+                let never = v.iter().filter(|&&x| x == NEVER_ON).count();
+                let always = v.iter().filter(|&&x| x == 0).count();
+                format!(
+                    "{} pixel thresholds ({} never on, {} always on)",
+                    v.len(),
+                    never,
+                    always
+                )
+            }
+            Int8Layer::Filter(FilterTables::PerUnit(t)) => {
+                format!("{} per-unit bit tables", t.len() / 32)
+            }
+            Int8Layer::Conv { zp_in, out, .. } | Int8Layer::Dense { zp_in, out, .. } => match out {
+                OutputStage::Requant {
+                    zero_point, relu, ..
+                } => {
+                    format!(
+                        "zp in {zp_in}, out zp {zero_point}{}",
+                        if *relu { ", ReLU clamp" } else { "" }
+                    )
+                }
+                OutputStage::Step => format!("zp in {zp_in}, binary out (acc > 0)"),
+                OutputStage::Cosine(_) => format!("zp in {zp_in}, binary out (integer cos sign)"),
+            },
+            Int8Layer::Pool => "max of u8".into(),
+        };
+        println!(
+            "  {i:>2} {:<34} -> {:>3}×{:<3}×{:<4} {detail}",
+            layer_name(layer),
+            out.height,
+            out.width,
+            out.channels
+        );
+    }
+    let (scale, zp) = model.logit_quantization();
+    println!("logits: i8, real ≈ {scale:.5} × (q − {zp})");
+    Ok(())
 }

@@ -79,13 +79,6 @@ pub(crate) fn read_model_file(path: &std::path::Path) -> anyhow::Result<Vec<u8>>
     std::fs::read(path).with_context(|| format!("cannot read model file {}", path.display()))
 }
 
-/// Loads a model file as a network, with the file named in any error.
-pub(crate) fn load_oracle_model(path: &std::path::Path) -> anyhow::Result<crate::nn::Network> {
-    use anyhow::Context;
-    let bytes = read_model_file(path)?;
-    crate::nn::Network::load(&bytes).with_context(|| format!("{}", path.display()))
-}
-
 /// A model file of either kind.
 pub(crate) enum AnyModel {
     /// A float network.
