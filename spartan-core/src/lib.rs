@@ -21,8 +21,10 @@
 
 #[cfg(feature = "alloc")]
 extern crate alloc;
-// Runtime CPU-feature dispatch of the int8 kernels needs `std` on hosts.
-#[cfg(all(feature = "std", not(test)))]
+// Runtime CPU-feature dispatch of the int8 kernels (`multiversion` with its `std`
+// feature, which any crate of a host build may switch on) names `std`: hosts always
+// have it. Bare-metal targets (`target_os = "none"`) never link it.
+#[cfg(all(not(test), not(target_os = "none")))]
 extern crate std;
 
 pub mod activation;

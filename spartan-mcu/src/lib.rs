@@ -12,5 +12,23 @@
 //! `firmware`, target `thumbv7em-none-eabihf`).
 #![cfg_attr(not(test), no_std)]
 
+#[cfg(all(feature = "firmware", target_arch = "arm"))]
+pub mod board;
 pub mod driver;
 pub mod protocol;
+
+#[cfg(all(feature = "firmware", target_arch = "arm"))]
+/// Build-time facts about the embedded model and self-test set (see `build.rs`).
+pub mod config {
+    include!(concat!(env!("OUT_DIR"), "/config.rs"));
+
+    /// The int8 model, in flash.
+    pub static MODEL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/model.spartan"));
+    /// Self-test images (`SELFTEST_IMAGES × IMAGE_LEN` raw pixels).
+    pub static IMAGES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/images.bin"));
+    /// Their labels.
+    pub static LABELS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/labels.bin"));
+    /// The host int8 path's logits for them.
+    pub static EXPECTED_LOGITS: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/expected-logits.bin"));
+}
