@@ -249,7 +249,7 @@ fn random_streams_never_break_the_service() {
         let len = xorshift(&mut seed) % 2048;
         for _ in 0..len {
             let r = xorshift(&mut seed);
-            let _ = d.push(if r % 8 == 0 { SYNC } else { r as u8 });
+            let _ = d.push(if r.is_multiple_of(8) { SYNC } else { r as u8 });
         }
         let _ = d.timeout();
         let events: Vec<String> = good
