@@ -130,12 +130,14 @@ impl embedded_hal::digital::StatefulOutputPin for Led {
     }
 }
 
-/// Busy-wait delay on the core clock.
+/// Delay on the SysTick counter (so it follows the board's clock, also under an
+/// emulator, where instruction timing is not real time). Needs [`start_ticks`].
 pub struct Delay;
 
 impl embedded_hal::delay::DelayNs for Delay {
     fn delay_ns(&mut self, ns: u32) {
-        cortex_m::asm::delay((u64::from(ns) * u64::from(CLOCK_HZ) / 1_000_000_000) as u32);
+        let end = ticks() + u64::from(ns) * u64::from(CLOCK_HZ) / 1_000_000_000;
+        while ticks() < end {}
     }
 }
 

@@ -17,6 +17,9 @@ pub const MAX_CLASSES: usize = 64;
 pub const INFO_LEN: usize = 20;
 /// Idle milliseconds after which a partial frame is abandoned.
 pub const DEFAULT_TIMEOUT_MS: u32 = 100;
+/// Microseconds waited when no byte is ready: well under one byte time at 115,200
+/// baud (87 µs), so a frame streams in without gaps.
+pub const POLL_US: u32 = 20;
 
 /// Model description sent in reply to [`CMD_INFO`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,7 +157,7 @@ pub struct Device<'m, U, L, D> {
     model: Int8Model<'m>,
     arena: &'m mut [u8],
     decoder: Decoder,
-    idle_ms: u32,
+    idle_us: u32,
     timeout_ms: u32,
 }
 
@@ -189,7 +192,7 @@ where
             model,
             arena,
             decoder: Decoder::new(),
-            idle_ms: 0,
+            idle_us: 0,
             timeout_ms: DEFAULT_TIMEOUT_MS,
         })
     }
@@ -210,8 +213,8 @@ where
         (self.uart, self.led, self.delay)
     }
 
-    /// Handles every byte available now; if none, waits a millisecond (counting
-    /// towards the frame timeout). Returns the requests answered.
+    /// Handles every byte available now; if none, waits [`POLL_US`] (counting towards
+    /// the frame timeout). Reports each request answered to `answered`.
     pub fn poll(&mut self, answered: &mut impl FnMut(Served)) -> Result<(), U::Error> {
         let Device {
             uart,
@@ -220,24 +223,24 @@ where
             model,
             arena,
             decoder,
-            idle_ms,
+            idle_us,
             timeout_ms,
         } = self;
         if uart.read_ready()? {
             let mut buf = [0u8; 64];
             let n = uart.read(&mut buf)?;
-            *idle_ms = 0;
+            *idle_us = 0;
             for &b in &buf[..n] {
                 if let Some(event) = decoder.push(b) {
                     answered(respond(event, model, arena, uart, led)?);
                 }
             }
         } else {
-            delay.delay_ms(1);
+            delay.delay_us(POLL_US);
             if decoder.in_frame() {
-                *idle_ms += 1;
-                if *idle_ms >= *timeout_ms {
-                    *idle_ms = 0;
+                *idle_us += POLL_US;
+                if *idle_us >= timeout_ms.saturating_mul(1000) {
+                    *idle_us = 0;
                     if let Some(event) = decoder.timeout() {
                         answered(respond(event, model, arena, uart, led)?);
                     }

@@ -5,7 +5,7 @@
 use embedded_hal_mock::eh1::delay::NoopDelay;
 use embedded_hal_mock::eh1::digital::{Mock as PinMock, Transaction as PinTx};
 use spartan_core::int8::Int8Model;
-use spartan_mcu::driver::{Device, Info, Served};
+use spartan_mcu::driver::{Device, Info, Served, POLL_US};
 use spartan_mcu::protocol::{
     encode, Decoder, ErrorCode, Event, CMD_CLASSIFY, CMD_ERROR, CMD_INFO, REPLY, SYNC,
 };
@@ -13,8 +13,8 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::io::Read;
 
-/// A UART fed from a script: each `Some(bytes)` arrives at once, each `None` is a
-/// millisecond of silence on the line. Written bytes are collected.
+/// A UART fed from a script: each `Some(bytes)` arrives at once, each `None` is one
+/// poll of silence (`POLL_US`). Written bytes are collected.
 #[derive(Default)]
 struct ScriptedUart {
     script: VecDeque<Option<Vec<u8>>>,
@@ -28,7 +28,7 @@ impl ScriptedUart {
     }
 
     fn silence(&mut self, ms: usize) {
-        for _ in 0..ms {
+        for _ in 0..ms * (1000 / POLL_US as usize) {
             self.script.push_back(None);
         }
     }
@@ -176,7 +176,7 @@ fn good_frames_get_the_host_class_and_bad_ones_the_right_error() {
     let led = PinMock::new(&vec![PinTx::toggle(); 5]);
     let model = Int8Model::load(model_bytes()).unwrap();
     let mut arena = vec![0u8; model.arena_len()];
-    let (served, written, mut led) = serve(uart, led, &mut arena, 500);
+    let (served, written, mut led) = serve(uart, led, &mut arena, 5000);
     led.done();
     let class = |i: usize| Served::Classified(host_classify(img(i)).0 as u8);
     assert_eq!(
@@ -271,7 +271,7 @@ fn random_streams_never_break_the_service() {
         uart.silence(10);
         uart.send(&good);
         let led = PinMock::new(&[PinTx::toggle()]);
-        let (served, _, mut led) = serve(uart, led, &mut arena, 200);
+        let (served, _, mut led) = serve(uart, led, &mut arena, 1000);
         led.done();
         assert_eq!(served.last(), Some(&want), "{served:?}");
     }

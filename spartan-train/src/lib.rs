@@ -9,6 +9,7 @@ pub mod attack;
 pub mod bench;
 pub mod cli;
 pub mod data;
+pub mod device;
 pub mod eval;
 pub mod export;
 pub mod fsutil;

@@ -28,6 +28,11 @@ fn main() -> ! {
     #[allow(unsafe_code)]
     // SAFETY: `main` runs once and never returns; no other code touches ARENA.
     let arena: &'static mut [u8] = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
+    let Some(cp) = cortex_m::Peripherals::take() else {
+        board::exit(2)
+    };
+    // The delay (frame timeouts) counts SysTick ticks.
+    board::start_ticks(cp.SYST);
     let Some(uart) = Uart::take() else {
         board::exit(2)
     };

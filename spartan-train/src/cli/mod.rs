@@ -4,6 +4,7 @@
 mod attack;
 mod bench;
 mod bench_infer;
+mod device;
 mod export;
 mod inspect;
 mod quantize;
@@ -52,6 +53,9 @@ pub enum Command {
     Reproduce(reproduce::ReproduceArgs),
     /// Adversarial attacks: white-box FGSM/PGD (BPDA) and the surrogate black-box attack.
     Attack(attack::AttackArgs),
+    /// Stream test images to a device (serial port or the firmware under QEMU) and
+    /// report its accuracy and agreement with the host.
+    Device(device::DeviceArgs),
     /// Measure throughput (printed like the peer benchmark script).
     #[command(subcommand)]
     Bench(bench::BenchWhat),
@@ -70,6 +74,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(w) => bench::bench(w),
         Command::Attack(a) => attack::attack(a, progress),
         Command::Reproduce(a) => reproduce::reproduce(a, progress),
+        Command::Device(a) => device::device(a),
     }
 }
 
