@@ -131,6 +131,57 @@ fn bad_inputs_get_one_line_errors() {
     assert!(!run.join("model.spartan").exists());
 }
 
+#[test]
+fn attack_inputs_are_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let out = d.join("att");
+    let out_s = out.to_str().unwrap();
+    let model = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../models/candidate-c.f32.spartan"
+    );
+    let attack = |extra: &[&str]| {
+        let mut args = vec![
+            "attack", "--model", model, "--attack", "fgsm", "--out", out_s,
+        ];
+        args.extend_from_slice(extra);
+        spartan(&args)
+    };
+    assert_clean_error(&attack(&["--eps", "0.1,1.5"]), "outside [0, 1]");
+    assert_clean_error(&attack(&["--eps", "-0.2"]), "outside [0, 1]");
+    assert_clean_error(&attack(&["--eps", ""]), "empty ε list");
+    assert_clean_error(&attack(&["--eps", "0:0.3"]), "start:stop:step");
+    let junk = d.join("junk.bin");
+    std::fs::write(&junk, vec![7u8; 100]).unwrap();
+    assert_clean_error(
+        &spartan(&[
+            "attack",
+            "--model",
+            junk.to_str().unwrap(),
+            "--attack",
+            "pgd",
+            "--out",
+            out_s,
+        ]),
+        "not a Spartan model file",
+    );
+    // 20×20 images against a 28×28 model.
+    let data = d.join("small");
+    std::fs::create_dir(&data).unwrap();
+    let img = |n: u32| idx(&[n, 20, 20], &vec![9u8; (n * 400) as usize]);
+    let lab = |n: u32| idx(&[n], &(0..n).map(|i| (i % 10) as u8).collect::<Vec<_>>());
+    std::fs::write(data.join("train-images-idx3-ubyte"), img(10)).unwrap();
+    std::fs::write(data.join("train-labels-idx1-ubyte"), lab(10)).unwrap();
+    std::fs::write(data.join("t10k-images-idx3-ubyte"), img(200)).unwrap();
+    std::fs::write(data.join("t10k-labels-idx1-ubyte"), lab(200)).unwrap();
+    assert_clean_error(
+        &attack(&["--data", data.to_str().unwrap()]),
+        "images are 20×20, expected 28×28",
+    );
+    assert!(!out.exists(), "nothing written on bad input");
+}
+
 fn train_args<'a>(out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec![
         "--quiet",

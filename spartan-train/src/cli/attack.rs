@@ -42,7 +42,7 @@ pub struct AttackArgs {
     #[arg(long, value_enum)]
     pub attack: AttackKind,
     /// ε values: `start:stop:step` (inclusive) or a comma-separated list, in [0, 1].
-    #[arg(long, default_value = DEFAULT_EPS)]
+    #[arg(long, default_value = DEFAULT_EPS, allow_hyphen_values = true)]
     pub eps: String,
     /// Gradient through steps for white-box attacks.
     #[arg(long, value_enum, default_value = "surrogate")]

@@ -19,7 +19,7 @@ pub struct ReproduceArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// ε values for every sweep.
-    #[arg(long, default_value = DEFAULT_EPS)]
+    #[arg(long, default_value = DEFAULT_EPS, allow_hyphen_values = true)]
     pub eps: String,
     /// Test images held by the black-box adversary.
     #[arg(long, default_value_t = 150)]
