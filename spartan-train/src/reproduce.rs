@@ -108,6 +108,12 @@ pub fn reproduce(
             started.elapsed().as_secs_f64()
         );
     };
+    // Everything an attack result depends on besides the model (which is kept only
+    // when its own settings match).
+    let key = format!(
+        "eps {:?}; holdout {}; white-box images {}; pgd steps {}; seed {}; data {}",
+        cfg.eps, cfg.holdout, cfg.white_box_images, cfg.pgd_steps, cfg.seed, cfg.data_name
+    );
     let mut results = Vec::new();
     for arch in NAMED_ARCHITECTURES {
         let spec = ArchSpec::named(arch, NamedParams::default()).context("named architecture")?;
@@ -116,6 +122,10 @@ pub fn reproduce(
         let (summary, mut net) = train_stage(cfg, arch, &spec, data, &run_dir, progress)?;
         let losses = read_losses(&run_dir.join(train::files::LOSS_CSV))?;
         let attacks = cfg.out.join("attacks").join(arch);
+        let key = format!(
+            "{key}; model {:#010x}",
+            spartan_core::format::crc32(&net.to_model_bytes())
+        );
         note(&format!("black-box attack on {arch}"));
         let bb_cfg = BlackBoxConfig {
             holdout: cfg.holdout,
@@ -123,7 +133,7 @@ pub fn reproduce(
             ..BlackBoxConfig::default()
         };
         let input = net.shapes()[0];
-        let blackbox = attack_stage(&attacks.join("blackbox"), arch, &cfg.eps, || {
+        let blackbox = attack_stage(&attacks.join("blackbox"), arch, &key, || {
             black_box(
                 &mut net,
                 &holdout,
@@ -135,7 +145,7 @@ pub fn reproduce(
             )
         })?;
         note(&format!("white-box FGSM on {arch}"));
-        let fgsm = attack_stage(&attacks.join("fgsm"), arch, &cfg.eps, || {
+        let fgsm = attack_stage(&attacks.join("fgsm"), arch, &key, || {
             white_box_sweep(
                 &mut net,
                 &white,
@@ -152,14 +162,14 @@ pub fn reproduce(
             step_factor: 2.5,
             random_start: true,
         };
-        let pgd = attack_stage(&attacks.join("pgd"), arch, &cfg.eps, || {
+        let pgd = attack_stage(&attacks.join("pgd"), arch, &key, || {
             white_box_sweep(
                 &mut net, &white, &cfg.eps, pgd_attack, true, cfg.seed, progress,
             )
         })?;
         note(&format!("white-box PGD (BPDA identity) on {arch}"));
         net.grad_mode = crate::nn::act::GradMode::Identity;
-        let pgd_identity = attack_stage(&attacks.join("pgd-identity"), arch, &cfg.eps, || {
+        let pgd_identity = attack_stage(&attacks.join("pgd-identity"), arch, &key, || {
             white_box_sweep(
                 &mut net, &white, &cfg.eps, pgd_attack, true, cfg.seed, progress,
             )
@@ -223,16 +233,23 @@ fn train_stage(
 }
 
 /// Runs an attack unless its result with the same ε list is already on disk.
+/// Revision of the attack code's semantics: results computed by another revision are
+/// not reused (bump it when an attack changes what it computes).
+const ATTACK_REVISION: u32 = 2;
+
+/// Runs an attack unless its result for exactly these settings (`key`) is on disk.
 fn attack_stage(
     dir: &Path,
     arch: &str,
-    eps: &[f32],
+    key: &str,
     run: impl FnOnce() -> AttackReport,
 ) -> anyhow::Result<AttackReport> {
     let json = dir.join("attack.json");
-    if let Ok(text) = std::fs::read_to_string(&json) {
-        if let Ok(r) = serde_json::from_str::<AttackReport>(&text) {
-            if r.points.iter().map(|p| p.eps).eq(eps.iter().copied()) {
+    let key_file = dir.join("stage.key");
+    let key = format!("{key}; attack revision {ATTACK_REVISION}");
+    if std::fs::read_to_string(&key_file).ok().as_deref() == Some(key.as_str()) {
+        if let Ok(text) = std::fs::read_to_string(&json) {
+            if let Ok(r) = serde_json::from_str::<AttackReport>(&text) {
                 eprintln!("    kept: {}", dir.display());
                 return Ok(r);
             }
@@ -241,6 +258,9 @@ fn attack_stage(
     let r = run();
     r.write(dir, arch)
         .with_context(|| format!("cannot write {}", dir.display()))?;
+    // The key goes last: a stage interrupted before it is redone.
+    write_atomic_str(&key_file, &key)
+        .with_context(|| format!("cannot write {}", key_file.display()))?;
     Ok(r)
 }
 

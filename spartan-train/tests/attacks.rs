@@ -102,6 +102,7 @@ fn attacks_on_a_trained_network() {
         step: 0.1,
         steps: 1,
         random_start: false,
+        early_stop: false,
     };
     let a = pgd(&mut net, x, y, one_step, &mut ChaCha8Rng::seed_from_u64(0));
     let b = fgsm(&mut net, x, y, 0.1);

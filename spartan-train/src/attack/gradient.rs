@@ -7,6 +7,7 @@ use crate::nn::loss::cross_entropy_row;
 use crate::nn::network::Want;
 use crate::nn::Network;
 use rand::Rng;
+use spartan_core::float::argmax;
 
 /// `sign` as NumPy and CleverHans define it: 0 for 0 (Rust's `signum(0.0)` is 1).
 #[inline]
@@ -52,6 +53,10 @@ pub struct PgdConfig {
     pub step: f32,
     /// Number of steps.
     pub steps: usize,
+    /// Freeze an image as soon as it is misclassified (the attack has won on it):
+    /// the usual shortcut of attack libraries, which only ever lowers accuracy and
+    /// saves most of the work on weak models.
+    pub early_stop: bool,
     /// Start from a uniform random point of the ε-ball.
     pub random_start: bool,
 }
@@ -64,6 +69,7 @@ impl PgdConfig {
             step: 2.5 * eps / steps.max(1) as f32,
             steps,
             random_start: true,
+            early_stop: true,
         }
     }
 }
@@ -84,11 +90,42 @@ pub fn pgd(
     } else {
         x.to_vec()
     };
+    let len = net.input_len();
+    let classes = net.classes();
+    // Images still being attacked.
+    let mut active: Vec<usize> = (0..targets.len()).collect();
+    let mut xa = Vec::new();
+    let mut ta = Vec::new();
     for _ in 0..cfg.steps {
-        let g = loss_input_grads(net, &adv, targets);
-        for ((a, &xi), &gi) in adv.iter_mut().zip(x).zip(&g) {
-            *a = project(xi, *a + cfg.step * sign(gi));
+        if active.is_empty() {
+            break;
         }
+        xa.clear();
+        ta.clear();
+        for &i in &active {
+            xa.extend_from_slice(&adv[i * len..(i + 1) * len]);
+            ta.push(targets[i]);
+        }
+        let g = loss_input_grads(net, &xa, &ta);
+        let logits = net.logits();
+        let mut still = Vec::with_capacity(active.len());
+        for (j, &i) in active.iter().enumerate() {
+            // The gradient pass also classified the current iterate.
+            let won = argmax(&logits[j * classes..(j + 1) * classes]) != ta[j] as usize;
+            if cfg.early_stop && won {
+                continue;
+            }
+            let span = i * len..(i + 1) * len;
+            for ((a, &xi), &gi) in adv[span.clone()]
+                .iter_mut()
+                .zip(&x[span])
+                .zip(&g[j * len..(j + 1) * len])
+            {
+                *a = project(xi, *a + cfg.step * sign(gi));
+            }
+            still.push(i);
+        }
+        active = still;
     }
     adv
 }

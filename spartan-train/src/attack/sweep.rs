@@ -171,6 +171,7 @@ pub fn white_box_sweep(
                         step: step_factor * e / steps.max(1) as f32,
                         steps,
                         random_start,
+                        early_stop: true,
                     };
                     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ ((ei as u64) << 32) ^ bi as u64);
                     pgd(net, xb, tb, cfg, &mut rng)
@@ -199,7 +200,7 @@ pub fn white_box_sweep(
             step_factor,
             random_start,
         } => format!(
-            "PGD (ℓ∞), {steps} steps of {step_factor}·ε/{steps}, random start: {random_start}, BPDA {:?}, targets: {}, seed {seed}",
+            "PGD (ℓ∞), {steps} steps of {step_factor}·ε/{steps}, random start: {random_start}, stop on success, BPDA {:?}, targets: {}, seed {seed}",
             net.grad_mode,
             targets_name(use_labels)
         ),

@@ -24,9 +24,10 @@ pub struct ReproduceArgs {
     /// Test images held by the black-box adversary.
     #[arg(long, default_value_t = 150)]
     pub holdout: usize,
-    /// Evaluation images for the white-box sweeps.
-    #[arg(long, default_value_t = 1000)]
-    pub white_box_images: usize,
+    /// Evaluation images for the white-box sweeps [default: 1000 with --data, 500 on
+    /// the embedded subset, so the quick run stays within minutes].
+    #[arg(long)]
+    pub white_box_images: Option<usize>,
     /// PGD iterations.
     #[arg(long, default_value_t = 20)]
     pub pgd_steps: usize,
@@ -48,7 +49,11 @@ pub(super) fn reproduce(a: ReproduceArgs, progress: Progress) -> anyhow::Result<
         seed: a.seed,
         eps,
         holdout: a.holdout,
-        white_box_images: a.white_box_images,
+        white_box_images: a.white_box_images.unwrap_or(if a.data.data.is_some() {
+            1000
+        } else {
+            500
+        }),
         pgd_steps: a.pgd_steps,
         data_name: match &a.data.data {
             Some(d) => d.display().to_string(),
