@@ -723,7 +723,18 @@ fn conv_blocks<const B: usize>(
     // |x − zp| ≤ 255 and |w| ≤ 128, so every product fits an i16 exactly.
     let zp = zp_in as i16;
     for oy in 0..g.out_height {
-        for ox in 0..g.out_width {
+        let mut ox = 0;
+        while ox < g.out_width {
+            // Hosts: several output pixels share each weight row (fewer loads and
+            // widenings, independent accumulators). Microcontrollers: one pixel at a
+            // time, skipping zero inputs. Same integers either way.
+            if !SKIP_ZERO_INPUTS && ox + PIXELS <= g.out_width {
+                for cb in (0..co).step_by(B) {
+                    conv_pixels::<B, PIXELS>(x, g, weight, bias, zp, (oy, ox, cb), out, y);
+                }
+                ox += PIXELS;
+                continue;
+            }
             for cb in (0..co).step_by(B) {
                 let mut acc = [0i32; B];
                 for (j, a) in acc.iter_mut().enumerate() {
@@ -752,7 +763,58 @@ fn conv_blocks<const B: usize>(
                 let at = (oy * g.out_width + ox) * co + cb;
                 finish_block(out, cb, &acc, y, at);
             }
+            ox += 1;
         }
+    }
+}
+
+/// Output pixels computed together on SIMD hosts.
+const PIXELS: usize = 4;
+
+/// `P` neighbouring output pixels of one channel block: each weight row is loaded and
+/// widened once for all of them.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn conv_pixels<const B: usize, const P: usize>(
+    x: &[u8],
+    g: ConvGeometry,
+    weight: &[u8],
+    bias: &[u8],
+    zp: i16,
+    (oy, ox, cb): (usize, usize, usize),
+    out: &OutputStage<'_>,
+    y: &mut Sink<'_>,
+) {
+    let (k, ci, co) = (g.kernel, g.in_channels, g.out_channels);
+    let mut acc = [[0i32; B]; P];
+    for a in acc.iter_mut() {
+        for (j, v) in a.iter_mut().enumerate() {
+            *v = le_i32(bias, cb + j);
+        }
+    }
+    let span = (P - 1) * ci + k * ci;
+    for ky in 0..k {
+        let row = ((oy + ky) * g.in_width + ox) * ci;
+        let Some(xs) = x.get(row..row + span) else {
+            continue;
+        };
+        for t in 0..k * ci {
+            let base = (ky * k * ci + t) * co + cb;
+            let Some(Ok(w)) = weight.get(base..base + B).map(<&[u8; B]>::try_from) else {
+                continue;
+            };
+            let w16: [i16; B] = core::array::from_fn(|j| i16::from(w[j] as i8));
+            for (p, a) in acc.iter_mut().enumerate() {
+                let xv = i16::from(xs[p * ci + t]) - zp;
+                for (v, &wv) in a.iter_mut().zip(&w16) {
+                    *v += i32::from(wv * xv);
+                }
+            }
+        }
+    }
+    for (p, a) in acc.iter().enumerate() {
+        let at = (oy * g.out_width + ox + p) * co + cb;
+        finish_block(out, cb, a, y, at);
     }
 }
 
