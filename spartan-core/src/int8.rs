@@ -19,6 +19,9 @@ use crate::format::{DType, ModelFile, ModelKind, TensorRef};
 use crate::quant::{cos_positive, Requant};
 use crate::spec::{ArchSpec, LayerSpec, Shape, MAX_LAYERS};
 
+#[cfg(all(target_arch = "x86_64", not(target_os = "none")))]
+mod vnni;
+
 /// `u16` "first pixel value that is on" meaning "never on".
 pub const NEVER_ON: u16 = 256;
 
@@ -502,6 +505,27 @@ impl Sink<'_> {
         }
     }
 
+    /// Stores `v` at `at..`, clamped to the sink's type.
+    #[inline(always)]
+    fn store_block<const B: usize>(&mut self, at: usize, v: &[i32; B]) {
+        match self {
+            Sink::Hidden(h) => {
+                if let Some(h) = h.get_mut(at..at + B) {
+                    for (o, &x) in h.iter_mut().zip(v) {
+                        *o = x.clamp(0, 255) as u8;
+                    }
+                }
+            }
+            Sink::Logits(l) => {
+                if let Some(l) = l.get_mut(at..at + B) {
+                    for (o, &x) in l.iter_mut().zip(v) {
+                        *o = x.clamp(-128, 127) as i8;
+                    }
+                }
+            }
+        }
+    }
+
     #[inline]
     fn store(&mut self, i: usize, v: i32) {
         match self {
@@ -588,7 +612,7 @@ fn run_layer(
                 out_width: output.width as usize,
                 out_channels: output.channels as usize,
             };
-            conv(x, g, weight, bias, zp_in, &out, &mut y);
+            conv_fastest(x, g, weight, bias, zp_in, &out, &mut y);
         }
         (Int8Layer::Pool, LayerSpec::MaxPool(p)) => {
             let s = p.size as usize;
@@ -626,7 +650,7 @@ fn run_layer(
                 out_width: 1,
                 out_channels: d.units as usize,
             };
-            conv(x, g, weight, bias, zp_in, &out, &mut y);
+            conv_fastest(x, g, weight, bias, zp_in, &out, &mut y);
         }
         // Validation pairs every layer with its spec.
         _ => {}
@@ -640,7 +664,14 @@ const SKIP_ZERO_INPUTS: bool = !cfg!(any(target_arch = "x86_64", target_arch = "
 
 /// Applies the output stage to a block of accumulators of channels `cb..`, storing at `at..`.
 #[inline(always)]
-fn finish_block(out: &OutputStage<'_>, cb: usize, acc: &[i32], y: &mut Sink<'_>, at: usize) {
+fn finish_block<const B: usize>(
+    out: &OutputStage<'_>,
+    cb: usize,
+    acc: &[i32; B],
+    y: &mut Sink<'_>,
+    at: usize,
+) {
+    let mut v = [0i32; B];
     match *out {
         OutputStage::Requant {
             params,
@@ -648,25 +679,36 @@ fn finish_block(out: &OutputStage<'_>, cb: usize, acc: &[i32], y: &mut Sink<'_>,
             relu,
         } => {
             let floor = if relu { zero_point } else { i32::MIN };
-            for (j, &a) in acc.iter().enumerate() {
+            // Decoded once per block so the lanes below are straight-line (vectorised).
+            let Some(block) = params.get(8 * cb..8 * (cb + B)) else {
+                return;
+            };
+            let mut multiplier = [0i32; B];
+            let mut shift = [0i32; B];
+            for (j, word) in block.chunks_exact(8).enumerate() {
+                multiplier[j] = le_i32(word, 0);
+                shift[j] = le_i32(word, 1);
+            }
+            for j in 0..B {
                 let r = Requant {
-                    multiplier: le_i32(params, 2 * (cb + j)),
-                    shift: le_i32(params, 2 * (cb + j) + 1),
+                    multiplier: multiplier[j],
+                    shift: shift[j],
                 };
-                y.store(at + j, r.apply(a).saturating_add(zero_point).max(floor));
+                v[j] = r.apply(acc[j]).saturating_add(zero_point).max(floor);
             }
         }
         OutputStage::Step => {
-            for (j, &a) in acc.iter().enumerate() {
-                y.store(at + j, i32::from(a > 0));
+            for (o, &a) in v.iter_mut().zip(acc) {
+                *o = i32::from(a > 0);
             }
         }
         OutputStage::Cosine(_) => {
-            for (j, &a) in acc.iter().enumerate() {
-                y.store(at + j, finish(out, cb + j, a));
+            for (j, o) in v.iter_mut().enumerate() {
+                *o = finish(out, cb + j, acc[j]);
             }
         }
     }
+    y.store_block(at, &v);
 }
 
 /// Shape of a valid, stride-1 convolution (a dense layer is the 1×1 case).
@@ -678,6 +720,24 @@ struct ConvGeometry {
     out_height: usize,
     out_width: usize,
     out_channels: usize,
+}
+
+/// The fastest kernel this machine has: AVX-512 VNNI on hosts that have it, else the
+/// portable one. Every kernel computes the same integers.
+fn conv_fastest(
+    x: &[u8],
+    g: ConvGeometry,
+    weight: &[u8],
+    bias: &[u8],
+    zp_in: i32,
+    out: &OutputStage<'_>,
+    y: &mut Sink<'_>,
+) {
+    #[cfg(all(target_arch = "x86_64", not(target_os = "none")))]
+    if vnni::conv(x, g, weight, bias, zp_in, out, y) {
+        return;
+    }
+    conv(x, g, weight, bias, zp_in, out, y);
 }
 
 /// A convolution (or dense layer) in integers: `acc = bias + Σ w·(x − zp_in)`, skipping
