@@ -620,14 +620,25 @@ fn run_layer(
             let (oh, ow) = (output.height as usize, output.width as usize);
             for oy in 0..oh {
                 for ox in 0..ow {
-                    for ch in 0..c {
-                        let mut m = 0u8;
+                    // Channels are innermost: a window is `s·s` contiguous channel runs.
+                    let mut m = [0u8; POOL_CHANNELS];
+                    for c0 in (0..c).step_by(POOL_CHANNELS) {
+                        let n = (c - c0).min(POOL_CHANNELS);
+                        m[..n].fill(0);
                         for dy in 0..s {
                             for dx in 0..s {
-                                m = m.max(x[((oy * s + dy) * iw + ox * s + dx) * c + ch]);
+                                let at = ((oy * s + dy) * iw + ox * s + dx) * c + c0;
+                                if let Some(run) = x.get(at..at + n) {
+                                    for (m, &v) in m.iter_mut().zip(run) {
+                                        *m = (*m).max(v);
+                                    }
+                                }
                             }
                         }
-                        y.store((oy * ow + ox) * c + ch, i32::from(m));
+                        let first = (oy * ow + ox) * c + c0;
+                        for (j, &v) in m[..n].iter().enumerate() {
+                            y.store(first + j, i32::from(v));
+                        }
                     }
                 }
             }
@@ -656,6 +667,9 @@ fn run_layer(
         _ => {}
     }
 }
+
+/// Channels a max-pool window handles at once.
+const POOL_CHANNELS: usize = 64;
 
 /// Skip inputs equal to their zero point. On a microcontroller every skipped input
 /// saves `B` multiply-adds; on SIMD hosts the unpredictable branch costs more than the

@@ -13,13 +13,7 @@
 //! arrays, and the call into the feature-gated kernel after runtime detection.
 #![allow(unsafe_code)]
 
-use core::arch::x86_64::{
-    __m512i, _mm512_castsi128_si512, _mm512_dpbusd_epi32, _mm512_inserti32x4, _mm512_loadu_si512,
-    _mm512_permutexvar_epi8, _mm512_set1_epi32, _mm512_set1_epi8, _mm512_setzero_si512,
-    _mm512_storeu_si512, _mm_loadu_si128,
-};
-
-use crate::quant::Requant;
+use core::arch::x86_64::*;
 
 use super::{finish_block, le_i32, ConvGeometry, OutputStage, Sink};
 
@@ -123,7 +117,7 @@ fn conv_vnni(
 
 /// Interleaves the weights of channels `cb..cb + valid` into `packed` (per kernel row,
 /// quads of taps; missing taps and channels zero) and returns each channel's constant
-/// term `bias − zp·Σ w`.
+/// term `bias − zp·Σ w` as a vector.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512vbmi")]
 fn pack_block(
@@ -135,7 +129,7 @@ fn pack_block(
     valid: usize,
     interleave: __m512i,
     packed: &mut [__m512i],
-) -> [i32; LANES] {
+) -> __m512i {
     let row_taps = g.kernel * g.in_channels;
     let row_quads = row_taps.div_ceil(4);
     let mut weight_sum = _mm512_setzero_si512();
@@ -147,30 +141,40 @@ fn pack_block(
         weight_sum = _mm512_dpbusd_epi32(weight_sum, _mm512_set1_epi8(1), *slot);
     }
     let sums = to_array(weight_sum);
-    core::array::from_fn(|j| le_i32(bias, cb + j).wrapping_sub(zp_in.wrapping_mul(sums[j])))
+    let offset: [i32; LANES] =
+        core::array::from_fn(|j| le_i32(bias, cb + j).wrapping_sub(zp_in.wrapping_mul(sums[j])));
+    // SAFETY: `offset` is 64 readable bytes; the load is unaligned.
+    unsafe { _mm512_loadu_si512(offset.as_ptr().cast()) }
 }
 
 /// How accumulators of one channel block become outputs.
 struct Finish<'o, 'p> {
     out: &'o OutputStage<'p>,
     /// `bias − zp·Σ w` per channel.
-    offset: [i32; LANES],
+    offset: __m512i,
     /// Channels of the block that exist.
     valid: usize,
     /// A full block's requantisation, decoded once per block rather than per pixel.
     requant: Option<BlockRequant>,
 }
 
-/// Per-channel multipliers and shifts of one channel block, and the output clamp.
+/// One channel block's requantisation as 64-bit lanes (low and high eight channels),
+/// with the rounding masks precomputed: decoded once per block, applied per pixel.
 #[derive(Clone, Copy)]
 struct BlockRequant {
-    multiplier: [i32; LANES],
-    shift: [i32; LANES],
+    multiplier: [__m512i; 2],
+    left: [__m512i; 2],
+    right: [__m512i; 2],
+    /// `2^right − 1`.
+    mask: [__m512i; 2],
+    /// `mask / 2`.
+    half: [__m512i; 2],
     zero_point: i32,
     floor: i32,
 }
 
 /// The requantisation of channels `cb..cb + 16`, if the stage is one and the block full.
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512vbmi")]
 fn decode_requant(out: &OutputStage<'_>, cb: usize, valid: usize) -> Option<BlockRequant> {
     let OutputStage::Requant {
         params,
@@ -184,13 +188,83 @@ fn decode_requant(out: &OutputStage<'_>, cb: usize, valid: usize) -> Option<Bloc
         return None;
     }
     let block = params.get(8 * cb..8 * (cb + LANES))?;
-    let word = |j: usize| le_i32(block, j);
+    let lanes = |f: &dyn Fn(usize) -> i64| -> [__m512i; 2] {
+        let v: [i64; LANES] = core::array::from_fn(f);
+        [
+            _mm512_set_epi64(v[7], v[6], v[5], v[4], v[3], v[2], v[1], v[0]),
+            _mm512_set_epi64(v[15], v[14], v[13], v[12], v[11], v[10], v[9], v[8]),
+        ]
+    };
+    let multiplier = |j: usize| i64::from(le_i32(block, 2 * j));
+    let shift = |j: usize| i64::from(le_i32(block, 2 * j + 1));
+    let right = |j: usize| (-shift(j)).clamp(0, 31);
     Some(BlockRequant {
-        multiplier: core::array::from_fn(|j| word(2 * j)),
-        shift: core::array::from_fn(|j| word(2 * j + 1)),
+        multiplier: lanes(&multiplier),
+        left: lanes(&|j| shift(j).clamp(0, 31)),
+        right: lanes(&right),
+        mask: lanes(&|j| (1i64 << right(j)) - 1),
+        half: lanes(&|j| ((1i64 << right(j)) - 1) >> 1),
         zero_point,
         floor: if relu { zero_point } else { i32::MIN },
     })
+}
+
+/// [`Requant::apply`] on sixteen accumulators, then the zero point and the ReLU floor.
+///
+/// Valid multipliers lie in `[2^30, 2^31)` or are 0, so gemmlowp's `MIN · MIN`
+/// saturation never arises and `vpmuldq` (signed 32 × 32 → 64) is exact.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512vbmi")]
+fn requantize(acc: __m512i, r: &BlockRequant) -> [i32; LANES] {
+    let halves = [
+        _mm512_cvtepi32_epi64(_mm512_castsi512_si256(acc)),
+        _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64::<1>(acc)),
+    ];
+    let zero = _mm512_setzero_si512();
+    let one = _mm512_set1_epi64(1);
+    let mut out = [0i32; LANES];
+    for (h, x) in halves.into_iter().enumerate() {
+        let scaled = _mm512_sllv_epi64(x, r.left[h]);
+        let scaled = _mm512_max_epi64(
+            _mm512_min_epi64(scaled, _mm512_set1_epi64(i64::from(i32::MAX))),
+            _mm512_set1_epi64(i64::from(i32::MIN)),
+        );
+        // SaturatingRoundingDoublingHighMul: nudge, then truncate toward zero.
+        let ab = _mm512_mul_epi32(scaled, r.multiplier[h]);
+        let negative = _mm512_cmplt_epi64_mask(ab, zero);
+        let nudge = _mm512_mask_blend_epi64(
+            negative,
+            _mm512_set1_epi64(1 << 30),
+            _mm512_set1_epi64(1 - (1 << 30)),
+        );
+        let v = _mm512_add_epi64(ab, nudge);
+        let v = _mm512_mask_add_epi64(
+            v,
+            _mm512_cmplt_epi64_mask(v, zero),
+            v,
+            _mm512_set1_epi64((1 << 31) - 1),
+        );
+        let high = _mm512_srai_epi64::<31>(v);
+        // RoundingDivideByPOT: ties away from zero.
+        let threshold = _mm512_mask_add_epi64(
+            r.half[h],
+            _mm512_cmplt_epi64_mask(high, zero),
+            r.half[h],
+            one,
+        );
+        let remainder = _mm512_and_si512(high, r.mask[h]);
+        let q = _mm512_srav_epi64(high, r.right[h]);
+        let q = _mm512_mask_add_epi64(q, _mm512_cmpgt_epi64_mask(remainder, threshold), q, one);
+        // Zero point and floor in 64 bits, then saturate to i32 as `saturating_add` does.
+        let q = _mm512_add_epi64(q, _mm512_set1_epi64(i64::from(r.zero_point)));
+        let q = _mm512_max_epi64(q, _mm512_set1_epi64(i64::from(r.floor)));
+        let q = _mm512_cvtsepi64_epi32(q);
+        let mut lanes = [0i32; 8];
+        // SAFETY: `lanes` is 32 writable bytes; the store is unaligned.
+        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), q) };
+        out[8 * h..8 * h + 8].copy_from_slice(&lanes);
+    }
+    out
 }
 
 /// Defines `$name`: `P` neighbouring output pixels from `(oy, ox)`, channels
@@ -233,7 +307,7 @@ macro_rules! pixel_block {
                     }
                 }
             }
-            $(finish_pixel(to_array($acc), g, (oy, ox + $p, cb), finish, y);)+
+            $(finish_pixel($acc, g, (oy, ox + $p, cb), finish, y);)+
         }
     };
 }
@@ -243,32 +317,24 @@ pixel_block!(block4, a0 x0 @ 0, a1 x1 @ 1, a2 x2 @ 2, a3 x3 @ 3);
 pixel_block!(block1, a0 x0 @ 0);
 
 /// Adds the offsets to one pixel's accumulators and stores its outputs.
-#[inline(always)]
-#[allow(clippy::needless_range_loop)] // lane-wise, vectorised
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512vbmi")]
 fn finish_pixel(
-    mut v: [i32; LANES],
+    acc: __m512i,
     g: ConvGeometry,
     (oy, ox, cb): (usize, usize, usize),
     finish: &Finish<'_, '_>,
     y: &mut Sink<'_>,
 ) {
-    for (v, o) in v.iter_mut().zip(&finish.offset) {
-        *v = v.wrapping_add(*o);
-    }
+    let acc = _mm512_add_epi32(acc, finish.offset);
     let first = (oy * g.out_width + ox) * g.out_channels + cb;
     if let Some(r) = &finish.requant {
-        for j in 0..LANES {
-            let q = Requant {
-                multiplier: r.multiplier[j],
-                shift: r.shift[j],
-            };
-            v[j] = q.apply(v[j]).saturating_add(r.zero_point).max(r.floor);
-        }
+        let v = requantize(acc, r);
         y.store_block(first, &v);
     } else if finish.valid == LANES {
-        finish_block(finish.out, cb, &v, y, first);
+        finish_block(finish.out, cb, &to_array(acc), y, first);
     } else {
-        for (j, &v) in v.iter().enumerate().take(finish.valid) {
+        for (j, &v) in to_array(acc).iter().enumerate().take(finish.valid) {
             y.store(first + j, super::finish(finish.out, cb + j, v));
         }
     }
@@ -459,6 +525,62 @@ mod tests {
                     case.g
                 );
             }
+        }
+    }
+
+    #[test]
+    fn vector_requantisation_equals_the_scalar_one() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AVX-512 VNNI/VBMI");
+            return;
+        }
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let edges = [
+            0,
+            1,
+            -1,
+            i32::MAX,
+            i32::MIN,
+            i32::MAX - 1,
+            i32::MIN + 1,
+            1 << 20,
+        ];
+        for round in 0..2_000 {
+            let r: [Requant; LANES] = core::array::from_fn(|_| Requant {
+                multiplier: if rng.below(9) == 0 {
+                    0
+                } else {
+                    (1 << 30) | (rng.next() >> 34) as i32
+                },
+                shift: rng.below(62) as i32 - 31,
+            });
+            let params: Vec<u8> = r
+                .iter()
+                .flat_map(|q| [q.multiplier.to_le_bytes(), q.shift.to_le_bytes()].concat())
+                .collect();
+            let zero_point = rng.below(256) as i32;
+            let relu = rng.below(2) == 0;
+            let stage = OutputStage::Requant {
+                params: &params,
+                zero_point,
+                relu,
+            };
+            let acc: [i32; LANES] = core::array::from_fn(|j| match round % 3 {
+                0 => edges[(j + round) % edges.len()],
+                _ => (rng.next() >> 32) as i32 >> rng.below(32),
+            });
+            let floor = if relu { zero_point } else { i32::MIN };
+            let want: [i32; LANES] = core::array::from_fn(|j| {
+                r[j].apply_reference(acc[j])
+                    .saturating_add(zero_point)
+                    .max(floor)
+            });
+            // SAFETY: the CPU has the features (checked above); `acc` is 64 readable bytes.
+            let got = unsafe {
+                let block = decode_requant(&stage, 0, LANES).expect("a full requant block");
+                requantize(_mm512_loadu_si512(acc.as_ptr().cast()), &block)
+            };
+            assert_eq!(got, want, "{r:?} {acc:?}");
         }
     }
 }
