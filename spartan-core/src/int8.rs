@@ -548,7 +548,7 @@ fn finish(out: &OutputStage<'_>, c: usize, acc: i32) -> i32 {
                 multiplier: le_i32(params, 2 * c),
                 shift: le_i32(params, 2 * c + 1),
             };
-            let v = r.apply(acc).saturating_add(zero_point);
+            let v = requant(&r, acc).saturating_add(zero_point);
             if relu {
                 v.max(zero_point)
             } else {
@@ -668,6 +668,18 @@ fn run_layer(
     }
 }
 
+/// The requantisation each target does best, with identical results: branch-free
+/// 64-bit lanes where they vectorise (hosts), gemmlowp's scalar form on microcontrollers
+/// (fewer 64-bit operations on a 32-bit core).
+#[inline(always)]
+fn requant(r: &Requant, acc: i32) -> i32 {
+    if SKIP_ZERO_INPUTS {
+        r.apply_reference(acc)
+    } else {
+        r.apply(acc)
+    }
+}
+
 /// Channels a max-pool window handles at once.
 const POOL_CHANNELS: usize = 64;
 
@@ -708,7 +720,7 @@ fn finish_block<const B: usize>(
                     multiplier: multiplier[j],
                     shift: shift[j],
                 };
-                v[j] = r.apply(acc[j]).saturating_add(zero_point).max(floor);
+                v[j] = requant(&r, acc[j]).saturating_add(zero_point).max(floor);
             }
         }
         OutputStage::Step => {
