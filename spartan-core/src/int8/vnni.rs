@@ -61,7 +61,7 @@ pub(super) fn conv(
 }
 
 /// Interleaved weight vectors one channel block can hold (16 KiB on the stack); larger
-/// fan-ins (≥ 1,024 taps) take the portable kernel.
+/// fan-ins (more than 256 quads of taps, `k·⌈k·C_in/4⌉`) take the portable kernel.
 const MAX_QUADS: usize = 256;
 
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512vbmi")]
@@ -434,16 +434,26 @@ mod tests {
         }
     }
 
-    fn run(kernel: &str, case: &Case, out: &OutputStage<'_>) -> Vec<u8> {
+    /// The layer's outputs from one kernel, into a hidden (`u8`) or logit (`i8`) sink.
+    fn run(kernel: &str, case: &Case, out: &OutputStage<'_>, logits: bool) -> Vec<u8> {
         let g = case.g;
-        let mut y = vec![0u8; g.out_height * g.out_width * g.out_channels];
-        let mut sink = Sink::Hidden(&mut y);
+        let n = g.out_height * g.out_width * g.out_channels;
+        let (mut hidden, mut logit) = (vec![0u8; n], vec![0i8; n]);
+        let mut sink = if logits {
+            Sink::Logits(&mut logit)
+        } else {
+            Sink::Hidden(&mut hidden)
+        };
         let (x, w, b) = (&case.x[..], &case.weight[..], &case.bias[..]);
         match kernel {
             "vnni" => assert!(conv(x, g, w, b, case.zp, out, &mut sink)),
             _ => portable_conv(x, g, w, b, case.zp, out, &mut sink),
         }
-        y
+        if logits {
+            logit.iter().map(|&v| v as u8).collect()
+        } else {
+            hidden
+        }
     }
 
     struct Case {
@@ -510,18 +520,28 @@ mod tests {
                     [r.multiplier.to_le_bytes(), r.shift.to_le_bytes()].concat()
                 })
                 .collect();
+            let phase: Vec<u8> = (0..2 * case.g.out_channels)
+                .flat_map(|_| (rng.next() as i32 >> rng.below(16)).to_le_bytes())
+                .collect();
+            let logits = rng.below(2) == 0;
+            let zero_point = if logits {
+                rng.below(256) as i32 - 128
+            } else {
+                rng.below(256) as i32
+            };
             for out in [
                 OutputStage::Requant {
                     params: &params,
-                    zero_point: rng.below(20) as i32,
+                    zero_point,
                     relu: rng.below(2) == 0,
                 },
                 OutputStage::Step,
+                OutputStage::Cosine(&phase),
             ] {
                 assert_eq!(
-                    run("vnni", &case, &out),
-                    run("portable", &case, &out),
-                    "{:?}",
+                    run("vnni", &case, &out, logits),
+                    run("portable", &case, &out, logits),
+                    "{:?} {out:?}",
                     case.g
                 );
             }
@@ -582,5 +602,33 @@ mod tests {
             };
             assert_eq!(got, want, "{r:?} {acc:?}");
         }
+    }
+
+    #[test]
+    fn fan_ins_beyond_the_weight_buffer_fall_back_to_the_portable_kernel() {
+        let g = ConvGeometry {
+            kernel: 1,
+            in_width: 1,
+            in_channels: 4 * MAX_QUADS + 1,
+            out_height: 1,
+            out_width: 1,
+            out_channels: 16,
+        };
+        let (x, w, b) = (
+            vec![1u8; 4 * MAX_QUADS + 1],
+            vec![1u8; 16 * (4 * MAX_QUADS + 1)],
+            vec![0u8; 64],
+        );
+        let mut y = vec![0u8; 16];
+        assert!(!conv(
+            &x,
+            g,
+            &w,
+            &b,
+            0,
+            &OutputStage::Step,
+            &mut Sink::Hidden(&mut y)
+        ));
+        assert_eq!(y, vec![0u8; 16], "nothing written");
     }
 }
