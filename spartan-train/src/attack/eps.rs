@@ -1,7 +1,12 @@
-//! Parsing ε lists: `start:stop:step` (inclusive) or `a,b,c`.
+//! Parsing ε lists: comma-separated numbers and `start:stop:step` ranges (inclusive),
+//! e.g. `0:0.57:0.03,0.1,0.2`; the result is sorted and free of repeats.
 
 /// The authors' black-box benchmark sweep: 0, 0.03, …, 0.57.
 pub const DEFAULT_EPS: &str = "0:0.57:0.03";
+
+/// What `reproduce` sweeps: the authors' grid plus 0.1 and 0.2, the budgets robustness
+/// results are usually quoted at (0.3 is on the grid).
+pub const REPRODUCE_EPS: &str = "0:0.57:0.03,0.1,0.2";
 
 /// Parses an ε specification; every ε must lie in `[0, 1]`.
 pub fn parse_eps(spec: &str) -> Result<Vec<f32>, String> {
@@ -9,46 +14,58 @@ pub fn parse_eps(spec: &str) -> Result<Vec<f32>, String> {
     if spec.is_empty() {
         return Err("empty ε list".into());
     }
-    let number = |s: &str| -> Result<f64, String> {
-        let v: f64 = s
-            .trim()
-            .parse()
-            .map_err(|_| format!("{s:?} is not a number"))?;
-        if !v.is_finite() {
-            return Err(format!("ε {s} is not finite"));
+    let mut values = Vec::new();
+    for item in spec.split(',') {
+        if item.contains(':') {
+            values.extend(range(item.trim())?);
+        } else {
+            values.push(number(item)?);
         }
-        Ok(v)
-    };
-    let values: Vec<f64> = if spec.contains(':') {
-        let parts: Vec<&str> = spec.split(':').collect();
-        let [a, b, s] = parts.as_slice() else {
-            return Err(format!("range {spec:?} must be start:stop:step"));
-        };
-        let (a, b, s) = (number(a)?, number(b)?, number(s)?);
-        if s <= 0.0 {
-            return Err(format!("range step {s} must be positive"));
+        if values.len() > 10_000 {
+            return Err(format!("{spec:?} has more than 10,000 values"));
         }
-        if b < a {
-            return Err(format!("range {spec:?} ends before it starts"));
-        }
-        let n = ((b - a) / s + 1e-6).floor() as usize;
-        if n > 10_000 {
-            return Err(format!("range {spec:?} has more than 10,000 values"));
-        }
-        // Round to the step's precision so 0.03·19 prints as 0.57, not 0.5699999.
-        (0..=n)
-            .map(|i| ((a + s * i as f64) * 1e6).round() / 1e6)
-            .collect()
-    } else {
-        spec.split(',').map(number).collect::<Result<_, _>>()?
-    };
-    if values.is_empty() {
-        return Err("empty ε list".into());
     }
     if let Some(bad) = values.iter().find(|v| !(0.0..=1.0).contains(*v)) {
         return Err(format!("ε {bad} is outside [0, 1] (pixels are in [0, 1])"));
     }
+    values.sort_by(f64::total_cmp);
+    values.dedup();
     Ok(values.into_iter().map(|v| v as f32).collect())
+}
+
+/// One finite number.
+fn number(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{:?} is not a number", s.trim()))?;
+    if !v.is_finite() {
+        return Err(format!("ε {s} is not finite"));
+    }
+    Ok(v)
+}
+
+/// `start:stop:step`, both ends included.
+fn range(spec: &str) -> Result<Vec<f64>, String> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let [a, b, s] = parts.as_slice() else {
+        return Err(format!("range {spec:?} must be start:stop:step"));
+    };
+    let (a, b, s) = (number(a)?, number(b)?, number(s)?);
+    if s <= 0.0 {
+        return Err(format!("range step {s} must be positive"));
+    }
+    if b < a {
+        return Err(format!("range {spec:?} ends before it starts"));
+    }
+    let n = ((b - a) / s + 1e-6).floor() as usize;
+    if n > 10_000 {
+        return Err(format!("range {spec:?} has more than 10,000 values"));
+    }
+    // Round to the step's precision so 0.03·19 prints as 0.57, not 0.5699999.
+    Ok((0..=n)
+        .map(|i| ((a + s * i as f64) * 1e6).round() / 1e6)
+        .collect())
 }
 
 #[cfg(test)]
@@ -62,6 +79,19 @@ mod tests {
         assert_eq!(v[0], 0.0);
         assert_eq!(v[19], 0.57);
         assert_eq!(parse_eps("0.1, 0.2,0.3").unwrap(), [0.1, 0.2, 0.3]);
+    }
+
+    #[test]
+    fn ranges_and_numbers_mix_sorted_without_repeats() {
+        let v = parse_eps(REPRODUCE_EPS).unwrap();
+        assert_eq!(v.len(), 22);
+        assert_eq!(&v[3..6], &[0.09, 0.1, 0.12]);
+        assert_eq!(&v[7..10], &[0.18, 0.2, 0.21]);
+        assert!(v.contains(&0.3));
+        assert_eq!(
+            parse_eps("0.3,0:0.2:0.1,0.1").unwrap(),
+            [0.0, 0.1, 0.2, 0.3]
+        );
     }
 
     #[test]

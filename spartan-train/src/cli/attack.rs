@@ -41,7 +41,7 @@ pub struct AttackArgs {
     /// Attack.
     #[arg(long, value_enum)]
     pub attack: AttackKind,
-    /// ε values: `start:stop:step` (inclusive) or a comma-separated list, in [0, 1].
+    /// ε values in [0, 1]: numbers and `start:stop:step` ranges (inclusive), comma-separated.
     #[arg(long, default_value = DEFAULT_EPS, allow_hyphen_values = true)]
     pub eps: String,
     /// Gradient through steps for white-box attacks.

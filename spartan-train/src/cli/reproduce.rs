@@ -1,7 +1,7 @@
 //! `spartan reproduce`.
 
 use super::DataArgs;
-use crate::attack::eps::{parse_eps, DEFAULT_EPS};
+use crate::attack::eps::{parse_eps, REPRODUCE_EPS};
 use crate::data;
 use crate::progress::Progress;
 use crate::reproduce::{reproduce as run, ReproduceConfig};
@@ -18,8 +18,8 @@ pub struct ReproduceArgs {
     /// Seed of training and attacks.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// ε values for every sweep.
-    #[arg(long, default_value = DEFAULT_EPS, allow_hyphen_values = true)]
+    /// ε values for every sweep: the authors' grid plus 0.1 and 0.2 (see `spartan attack --help`).
+    #[arg(long, default_value = REPRODUCE_EPS, allow_hyphen_values = true)]
     pub eps: String,
     /// Test images held by the black-box adversary.
     #[arg(long, default_value_t = 150)]
