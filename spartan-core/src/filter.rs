@@ -140,20 +140,7 @@ impl BitTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A tiny deterministic generator (xorshift) so core tests need no dependency.
-    struct XorShift(u64);
-    impl XorShift {
-        fn next_f32(&mut self) -> f32 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            (self.0 >> 40) as f32 / (1u64 << 24) as f32
-        }
-        fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-            lo + (hi - lo) * self.next_f32()
-        }
-    }
+    use crate::test_rng::XorShift;
 
     #[test]
     fn bit_tables_equal_float_forward_for_every_pixel() {

@@ -35,5 +35,7 @@ pub mod format;
 pub mod int8;
 pub mod quant;
 pub mod spec;
+#[cfg(test)]
+mod test_rng;
 
 pub use error::{Error, Result};

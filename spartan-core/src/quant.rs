@@ -154,14 +154,7 @@ mod tests {
 
     #[test]
     fn branch_free_apply_equals_the_gemmlowp_composition() {
-        // A small xorshift keeps the test dependency-free and deterministic.
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = crate::test_rng::XorShift(0x9E37_79B9_7F4A_7C15);
         let edges = [
             0,
             1,
@@ -182,9 +175,9 @@ mod tests {
             }
         }
         for _ in 0..200_000 {
-            let v = next();
+            let v = rng.next_u64();
             let r = Requant {
-                multiplier: if v % 17 == 0 {
+                multiplier: if v.is_multiple_of(17) {
                     0
                 } else {
                     (1 << 30) | (v >> 34) as i32
@@ -192,7 +185,7 @@ mod tests {
                 shift: (v % 62) as i32 - 31,
             };
             assert!(r.is_valid());
-            let x = (next() >> 32) as i32 >> (next() % 32);
+            let x = (rng.next_u64() >> 32) as i32 >> (rng.next_u64() % 32);
             assert_eq!(r.apply(x), r.apply_reference(x), "{r:?} × {x}");
         }
     }

@@ -15,7 +15,7 @@
 
 use core::arch::x86_64::*;
 
-use super::{finish_block, le_i32, ConvGeometry, OutputStage, Sink};
+use super::{finish_block, le_i32, ConvGeometry, ConvOperands, OutputStage, Sink};
 
 /// Output channels per vector.
 const LANES: usize = 16;
@@ -44,20 +44,12 @@ fn available() -> bool {
 
 /// Runs the convolution if the CPU has AVX-512 VNNI and VBMI (and the fan-in fits);
 /// `false` leaves it to the portable kernel.
-pub(super) fn conv(
-    x: &[u8],
-    g: ConvGeometry,
-    weight: &[u8],
-    bias: &[u8],
-    zp_in: i32,
-    out: &OutputStage<'_>,
-    y: &mut Sink<'_>,
-) -> bool {
+pub(super) fn conv(c: &ConvOperands<'_>, y: &mut Sink<'_>) -> bool {
     if !available() {
         return false;
     }
     // SAFETY: `conv_vnni` only needs the target features checked just above.
-    unsafe { conv_vnni(x, g, weight, bias, zp_in, out, y) }
+    unsafe { conv_vnni(c, y) }
 }
 
 /// Interleaved weight vectors one channel block can hold (16 KiB on the stack); larger
@@ -65,15 +57,8 @@ pub(super) fn conv(
 const MAX_QUADS: usize = 256;
 
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512vbmi")]
-fn conv_vnni(
-    x: &[u8],
-    g: ConvGeometry,
-    weight: &[u8],
-    bias: &[u8],
-    zp_in: i32,
-    out: &OutputStage<'_>,
-    y: &mut Sink<'_>,
-) -> bool {
+fn conv_vnni(c: &ConvOperands<'_>, y: &mut Sink<'_>) -> bool {
+    let g = c.g;
     let row_quads = (g.kernel * g.in_channels).div_ceil(4);
     let quads = g.kernel * row_quads;
     if quads > MAX_QUADS {
@@ -85,8 +70,12 @@ fn conv_vnni(
     let packed = &mut packed[..quads];
     for cb in (0..g.out_channels).step_by(LANES) {
         let valid = (g.out_channels - cb).min(LANES);
-        let offset = pack_block(g, weight, bias, zp_in, cb, valid, interleave, packed);
-        let requant = decode_requant(out, cb, valid);
+        let finish = Finish {
+            out: &c.out,
+            offset: pack_block(c, cb, valid, interleave, packed),
+            valid,
+            requant: decode_requant(&c.out, cb, valid),
+        };
         for oy in 0..g.out_height {
             let mut ox = 0;
             while ox < g.out_width {
@@ -97,16 +86,10 @@ fn conv_vnni(
                     _ => 1,
                 };
                 let at = (oy, ox, cb);
-                let finish = Finish {
-                    out,
-                    offset,
-                    valid,
-                    requant,
-                };
                 match pixels {
-                    8 => block8(x, g, packed, at, &finish, y),
-                    4 => block4(x, g, packed, at, &finish, y),
-                    _ => block1(x, g, packed, at, &finish, y),
+                    8 => block8(c, packed, at, &finish, y),
+                    4 => block4(c, packed, at, &finish, y),
+                    _ => block1(c, packed, at, &finish, y),
                 }
                 ox += pixels;
             }
@@ -118,31 +101,29 @@ fn conv_vnni(
 /// Interleaves the weights of channels `cb..cb + valid` into `packed` (per kernel row,
 /// quads of taps; missing taps and channels zero) and returns each channel's constant
 /// term `bias − zp·Σ w` as a vector.
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512vbmi")]
 fn pack_block(
-    g: ConvGeometry,
-    weight: &[u8],
-    bias: &[u8],
-    zp_in: i32,
+    c: &ConvOperands<'_>,
     cb: usize,
     valid: usize,
     interleave: __m512i,
     packed: &mut [__m512i],
 ) -> __m512i {
+    let g = c.g;
     let row_taps = g.kernel * g.in_channels;
     let row_quads = row_taps.div_ceil(4);
     let mut weight_sum = _mm512_setzero_si512();
     for (q, slot) in packed.iter_mut().enumerate() {
         let (ky, t) = (q / row_quads, 4 * (q % row_quads));
         let taps = (row_taps - t).min(4);
-        let w = weight_quad(weight, ky * row_taps + t, taps, g.out_channels, cb, valid);
+        let w = weight_quad(c.weight, ky * row_taps + t, taps, g.out_channels, cb, valid);
         *slot = _mm512_permutexvar_epi8(interleave, w);
         weight_sum = _mm512_dpbusd_epi32(weight_sum, _mm512_set1_epi8(1), *slot);
     }
     let sums = to_array(weight_sum);
-    let offset: [i32; LANES] =
-        core::array::from_fn(|j| le_i32(bias, cb + j).wrapping_sub(zp_in.wrapping_mul(sums[j])));
+    let offset: [i32; LANES] = core::array::from_fn(|j| {
+        le_i32(c.bias, cb + j).wrapping_sub(c.zp_in.wrapping_mul(sums[j]))
+    });
     // SAFETY: `offset` is 64 readable bytes; the load is unaligned.
     unsafe { _mm512_loadu_si512(offset.as_ptr().cast()) }
 }
@@ -274,13 +255,13 @@ macro_rules! pixel_block {
     ($name:ident, $($acc:ident $acc_x:ident @ $p:literal),+) => {
         #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512vbmi")]
         fn $name(
-            x: &[u8],
-            g: ConvGeometry,
+            c: &ConvOperands<'_>,
             packed: &[__m512i],
             (oy, ox, cb): (usize, usize, usize),
             finish: &Finish<'_, '_>,
             y: &mut Sink<'_>,
         ) {
+            let (g, x) = (c.g, c.x);
             let ci = g.in_channels;
             let row_quads = (g.kernel * ci).div_ceil(4);
             $(let mut $acc = _mm512_setzero_si512();)+
@@ -417,22 +398,7 @@ mod tests {
     use super::super::conv as portable_conv;
     use super::*;
     use crate::quant::Requant;
-
-    /// A deterministic xorshift stream.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
+    use crate::test_rng::XorShift as Rng;
 
     /// The layer's outputs from one kernel, into a hidden (`u8`) or logit (`i8`) sink.
     fn run(kernel: &str, case: &Case, out: &OutputStage<'_>, logits: bool) -> Vec<u8> {
@@ -444,10 +410,17 @@ mod tests {
         } else {
             Sink::Hidden(&mut hidden)
         };
-        let (x, w, b) = (&case.x[..], &case.weight[..], &case.bias[..]);
+        let operands = ConvOperands {
+            x: &case.x,
+            g,
+            weight: &case.weight,
+            bias: &case.bias,
+            zp_in: case.zp,
+            out: *out,
+        };
         match kernel {
-            "vnni" => assert!(conv(x, g, w, b, case.zp, out, &mut sink)),
-            _ => portable_conv(x, g, w, b, case.zp, out, &mut sink),
+            "vnni" => assert!(conv(&operands, &mut sink)),
+            _ => portable_conv(&operands, &mut sink),
         }
         if logits {
             logit.iter().map(|&v| v as u8).collect()
@@ -483,17 +456,17 @@ mod tests {
         let x = (0..ih * iw * in_channels)
             .map(|_| {
                 if binary {
-                    (rng.next() & 1) as u8
+                    (rng.next_u64() & 1) as u8
                 } else {
-                    rng.next() as u8
+                    rng.next_u64() as u8
                 }
             })
             .collect();
         let weight = (0..kernel * kernel * in_channels * out_channels)
-            .map(|_| rng.next() as u8)
+            .map(|_| rng.next_u64() as u8)
             .collect();
         let bias = (0..out_channels)
-            .flat_map(|_| ((rng.next() % 200_001) as i32 - 100_000).to_le_bytes())
+            .flat_map(|_| ((rng.next_u64() % 200_001) as i32 - 100_000).to_le_bytes())
             .collect();
         let zp = if binary { 0 } else { rng.below(256) as i32 };
         Case {
@@ -521,7 +494,7 @@ mod tests {
                 })
                 .collect();
             let phase: Vec<u8> = (0..2 * case.g.out_channels)
-                .flat_map(|_| (rng.next() as i32 >> rng.below(16)).to_le_bytes())
+                .flat_map(|_| (rng.next_u64() as i32 >> rng.below(16)).to_le_bytes())
                 .collect();
             let logits = rng.below(2) == 0;
             let zero_point = if logits {
@@ -570,7 +543,7 @@ mod tests {
                 multiplier: if rng.below(9) == 0 {
                     0
                 } else {
-                    (1 << 30) | (rng.next() >> 34) as i32
+                    (1 << 30) | (rng.next_u64() >> 34) as i32
                 },
                 shift: rng.below(62) as i32 - 31,
             });
@@ -587,7 +560,7 @@ mod tests {
             };
             let acc: [i32; LANES] = core::array::from_fn(|j| match round % 3 {
                 0 => edges[(j + round) % edges.len()],
-                _ => (rng.next() >> 32) as i32 >> rng.below(32),
+                _ => (rng.next_u64() >> 32) as i32 >> rng.below(32),
             });
             let floor = if relu { zero_point } else { i32::MIN };
             let want: [i32; LANES] = core::array::from_fn(|j| {
@@ -620,15 +593,15 @@ mod tests {
             vec![0u8; 64],
         );
         let mut y = vec![0u8; 16];
-        assert!(!conv(
-            &x,
+        let operands = ConvOperands {
+            x: &x,
             g,
-            &w,
-            &b,
-            0,
-            &OutputStage::Step,
-            &mut Sink::Hidden(&mut y)
-        ));
+            weight: &w,
+            bias: &b,
+            zp_in: 0,
+            out: OutputStage::Step,
+        };
+        assert!(!conv(&operands, &mut Sink::Hidden(&mut y)));
         assert_eq!(y, vec![0u8; 16], "nothing written");
     }
 }
