@@ -168,13 +168,13 @@ pub fn reproduce(
             )
         })?;
         note(&format!("white-box PGD (BPDA identity) on {arch}"));
-        net.grad_mode = crate::nn::act::GradMode::Identity;
+        let previous = std::mem::replace(&mut net.grad_mode, crate::nn::act::GradMode::Identity);
         let pgd_identity = attack_stage(&attacks.join("pgd-identity"), arch, &key, || {
             white_box_sweep(
                 &mut net, &white, &cfg.eps, pgd_attack, true, cfg.seed, progress,
             )
         })?;
-        net.grad_mode = crate::nn::act::GradMode::Surrogate;
+        net.grad_mode = previous;
         results.push(ModelResults {
             arch: arch.to_string(),
             spec,
@@ -232,7 +232,6 @@ fn train_stage(
     Ok(train::train(&config, data, run_dir, same_run, progress)?)
 }
 
-/// Runs an attack unless its result with the same ε list is already on disk.
 /// Revision of the attack code's semantics: results computed by another revision are
 /// not reused (bump it when an attack changes what it computes).
 const ATTACK_REVISION: u32 = 2;
