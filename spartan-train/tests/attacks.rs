@@ -16,7 +16,7 @@ use spartan_train::data::load_embedded;
 use spartan_train::eval::batch_input;
 use spartan_train::nn::optim::AdamConfig;
 use spartan_train::nn::Network;
-use spartan_train::progress::Progress;
+use spartan_train::observe::Silent;
 use spartan_train::train::{train, TrainConfig};
 
 fn linear_model(w: &[f32], b: &[f32], inputs: u16, classes: u16) -> Network {
@@ -77,7 +77,7 @@ fn trained_standard(limit: usize) -> (Network, Batch) {
         anneal_epochs: 0,
     };
     let dir = tempfile::tempdir().unwrap();
-    let (_, net) = train(&config, &splits, dir.path(), false, &Progress::quiet()).unwrap();
+    let (_, net) = train(&config, &splits, dir.path(), false, &Silent).unwrap();
     let mut x = Vec::new();
     batch_input(&splits.test, 0..splits.test.len(), &mut x);
     (
@@ -127,7 +127,7 @@ fn attacks_on_a_trained_network() {
         random_start: true,
     };
     for attack in [WhiteBox::Fgsm, pgd_attack] {
-        let r = white_box_sweep(&mut net, &data, &eps, attack, true, 7, &Progress::quiet());
+        let r = white_box_sweep(&mut net, &data, &eps, attack, true, 7, &Silent);
         assert!(
             r.clean_accuracy > 0.8,
             "{attack:?}: clean {}",
@@ -208,7 +208,7 @@ fn black_box_pipeline_learns_a_substitute() {
         (Shape::new(28, 28, 1), 10),
         &[0.0, 0.3],
         &cfg,
-        &Progress::quiet(),
+        &Silent,
     );
     // 150 · 2³ labels for the adversary; the rest are evaluation queries.
     assert_eq!(r.queries, 150 * 8);

@@ -12,7 +12,7 @@ use super::sweep::{AttackReport, Batch, SweepPoint, ATTACK_BATCH};
 use crate::nn::network::Want;
 use crate::nn::optim::{AdamConfig, AdamState};
 use crate::nn::Network;
-use crate::progress::Progress;
+use crate::observe::Observer;
 use crate::train::{epoch_order, fit_epoch, ImageSource};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -20,7 +20,7 @@ use spartan_core::activation::Activation;
 use spartan_core::spec::{ArchSpec, ConvSpec, DenseSpec, LayerSpec, PoolSpec, Shape};
 
 /// The substitute's architecture.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SubstituteKind {
     /// CleverHans's MLP: 784-200-200-10, ReLU (the paper's setting).
     Mlp,
@@ -164,7 +164,7 @@ pub fn train_substitute(
     input: Shape,
     classes: u16,
     cfg: &BlackBoxConfig,
-    progress: &Progress,
+    observer: &dyn Observer,
 ) -> Substitute {
     let len = input.len();
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
@@ -177,7 +177,7 @@ pub fn train_substitute(
         lr: cfg.lr,
         ..AdamConfig::default()
     };
-    let bar = progress.bar((cfg.rounds * cfg.epochs) as u64, "substitute");
+    observer.begin("substitute", (cfg.rounds * cfg.epochs) as u64, 0);
     for rho in 0..cfg.rounds {
         // CleverHans builds a new Adam optimiser for every round.
         let mut adam = AdamState::new(sub.param_lens());
@@ -195,9 +195,14 @@ pub fn train_substitute(
                 cfg.batch,
                 |_| {},
             );
-            bar.inc(1);
+            observer.advance(1);
         }
-        bar.set_message(format!("round {} of {}: {} points", rho + 1, cfg.rounds, n));
+        observer.status(&format!(
+            "round {} of {}: {} points",
+            rho + 1,
+            cfg.rounds,
+            n
+        ));
         if rho + 1 < cfg.rounds {
             let new_x = jacobian_augmentation(&mut sub, &x, &y, lambda_sign(rho) * cfg.lambda);
             let new_y = oracle.classify(&new_x, n);
@@ -206,7 +211,7 @@ pub fn train_substitute(
             y.extend_from_slice(&new_y);
         }
     }
-    bar.finish_and_clear();
+    observer.end();
     Substitute {
         net: sub,
         queries,
@@ -223,13 +228,13 @@ pub fn black_box(
     (input, classes): (Shape, u16),
     eps: &[f32],
     cfg: &BlackBoxConfig,
-    progress: &Progress,
+    observer: &dyn Observer,
 ) -> AttackReport {
-    let mut s = train_substitute(oracle, &holdout.x, input, classes, cfg, progress);
+    let mut s = train_substitute(oracle, &holdout.x, input, classes, cfg, observer);
     let sub_preds = s.net.classify(&eval.x, eval.len());
     let oracle_clean = oracle.classify(&eval.x, eval.len());
     let len = input.len();
-    let bar = progress.bar(eps.len() as u64, "transfer");
+    observer.begin("transfer", eps.len() as u64, 0);
     let mut points = Vec::new();
     for &e in eps {
         let mut correct = 0usize;
@@ -249,9 +254,9 @@ pub fn black_box(
             accuracy: correct as f64 / eval.len().max(1) as f64,
             n: eval.len(),
         });
-        bar.inc(1);
+        observer.advance(1);
     }
-    bar.finish_and_clear();
+    observer.end();
     AttackReport {
         attack: "blackbox".into(),
         settings: format!(

@@ -2,13 +2,11 @@
 
 use super::gradient::{fgsm, pgd, PgdConfig};
 use super::oracle::{accuracy, Oracle};
-use crate::fsutil::write_atomic_str;
 use crate::nn::Network;
-use crate::progress::Progress;
+use crate::observe::Observer;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
 
 /// Images per attack batch.
 pub const ATTACK_BATCH: usize = 250;
@@ -63,26 +61,6 @@ impl AttackReport {
             .find(|p| (p.eps - eps).abs() < 1e-6)
             .map(|p| p.accuracy)
     }
-
-    /// Writes `attack.csv`, `attack.json` and `attack.png` into `dir`.
-    pub fn write(&self, dir: &Path, model_name: &str) -> std::io::Result<()> {
-        std::fs::create_dir_all(dir)?;
-        write_atomic_str(&dir.join("attack.csv"), &self.csv())?;
-        write_atomic_str(
-            &dir.join("attack.json"),
-            &serde_json::to_string_pretty(self).unwrap_or_default(),
-        )?;
-        let line = (
-            format!("{model_name} ({:.1}%)", self.clean_accuracy * 100.0),
-            self.points
-                .iter()
-                .map(|p| (f64::from(p.eps), p.accuracy))
-                .collect(),
-        );
-        let title = format!("{} attack: accuracy vs ε (n = {})", self.attack, self.n);
-        crate::report::accuracy_chart(&title, &[line], &dir.join("attack.png"))
-            .map_err(|e| std::io::Error::other(e.to_string()))
-    }
 }
 
 /// Which white-box attack.
@@ -131,7 +109,7 @@ pub fn white_box_sweep(
     attack: WhiteBox,
     use_labels: bool,
     seed: u64,
-    progress: &Progress,
+    observer: &dyn Observer,
 ) -> AttackReport {
     let len = net.input_len();
     let clean = net.classify(&data.x, data.len());
@@ -141,9 +119,10 @@ pub fn white_box_sweep(
     } else {
         clean
     };
-    let bar = progress.bar(
-        (eps.len() * data.len().div_ceil(ATTACK_BATCH)) as u64,
+    observer.begin(
         "attack",
+        (eps.len() * data.len().div_ceil(ATTACK_BATCH)) as u64,
+        0,
     );
     let mut queries = 0u64;
     let mut points = Vec::new();
@@ -180,19 +159,19 @@ pub fn white_box_sweep(
             let preds = net.classify(&adv, tb.len());
             let truth = &data.labels[bi * ATTACK_BATCH..bi * ATTACK_BATCH + tb.len()];
             correct += preds.iter().zip(truth).filter(|(a, b)| a == b).count();
-            bar.inc(1);
+            observer.advance(1);
         }
         points.push(SweepPoint {
             eps: e,
             accuracy: correct as f64 / data.len().max(1) as f64,
             n: data.len(),
         });
-        bar.set_message(format!(
+        observer.status(&format!(
             "ε={e}: {:.1}%",
             points.last().map_or(0.0, |p| p.accuracy * 100.0)
         ));
     }
-    bar.finish_and_clear();
+    observer.end();
     let settings = match attack {
         WhiteBox::Fgsm => format!("FGSM (ℓ∞), BPDA {:?}, targets: {}", net.grad_mode, targets_name(use_labels)),
         WhiteBox::Pgd {

@@ -334,25 +334,6 @@ pub fn load(dir: Option<&Path>) -> Result<Splits, DataError> {
     }
 }
 
-/// Where full MNIST is for tests and benchmarks: `$SPARTAN_DATA`, else
-/// `../shared/data/mnist` beside the workspace. `None` (with a note on stderr) if absent.
-pub fn full_mnist_dir() -> Option<PathBuf> {
-    let candidate = std::env::var_os("SPARTAN_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/mnist"));
-    if candidate.join("train-images-idx3-ubyte.gz").is_file()
-        || candidate.join("train-images-idx3-ubyte").is_file()
-    {
-        Some(candidate)
-    } else {
-        eprintln!(
-            "full MNIST not found at {} (set SPARTAN_DATA to its directory)",
-            candidate.display()
-        );
-        None
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -98,17 +98,7 @@ struct Workspace {
 }
 
 /// How conv and dense weights start (biases start at 0; filters follow DESIGN.md §1.2).
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    serde::Serialize,
-    serde::Deserialize,
-    clap::ValueEnum,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Init {
     /// He-uniform, `U(±√(6/fan_in))`, for ReLU and linear layers (made for ReLU

@@ -1,13 +1,16 @@
 //! The training loop: seeded shuffles, synthetic-gradient backprop, Adam, per-batch
 //! loss log, atomic per-epoch checkpoints and resumption after an interruption.
 
+mod run_dir;
+
+pub use run_dir::{files, read_config, RunDir};
+
 use crate::data::Splits;
 use crate::eval::evaluate;
-use crate::fsutil::{write_atomic, write_atomic_str};
 use crate::nn::network::Init;
 use crate::nn::optim::{AdamConfig, AdamState};
 use crate::nn::Network;
-use crate::progress::Progress;
+use crate::observe::Observer;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -16,22 +19,6 @@ use spartan_core::filter::pixel_to_unit;
 use spartan_core::spec::ArchSpec;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-/// File names inside a run directory.
-pub mod files {
-    /// The run's configuration (JSON), written before the first epoch.
-    pub const CONFIG: &str = "run.json";
-    /// Network and optimiser state after the last finished epoch.
-    pub const CHECKPOINT: &str = "checkpoint.bin";
-    /// The trained model (core model file, f32 kind).
-    pub const MODEL: &str = "model.spartan";
-    /// Per-batch loss.
-    pub const LOSS_CSV: &str = "loss.csv";
-    /// Loss plot.
-    pub const LOSS_PNG: &str = "loss.png";
-    /// Final metrics (JSON).
-    pub const SUMMARY: &str = "summary.json";
-}
 
 /// Everything that defines a training run (saved as `run.json`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -91,22 +78,21 @@ pub enum TrainError {
     Data(#[from] crate::data::DataError),
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
-    move |source| TrainError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// Network and optimiser state at an epoch boundary.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Checkpoint {
-    epochs_done: usize,
-    params: Vec<Vec<f32>>,
-    adam: AdamState,
-    losses: Vec<f32>,
-    test_accuracy: Vec<f64>,
-    seconds: f64,
+pub struct Checkpoint {
+    /// Epochs finished.
+    pub epochs_done: usize,
+    /// Network parameters, in optimiser order.
+    pub params: Vec<Vec<f32>>,
+    /// Optimiser state.
+    pub adam: AdamState,
+    /// Loss of every batch so far.
+    pub losses: Vec<f32>,
+    /// Test accuracy after each finished epoch.
+    pub test_accuracy: Vec<f64>,
+    /// Training wall time so far (seconds, excluding evaluation).
+    pub seconds: f64,
 }
 
 /// What a finished run reports (saved as `summary.json`).
@@ -244,32 +230,39 @@ pub fn fit_epoch(
     }
 }
 
-/// Writes `loss.csv` (one row per batch).
-fn write_loss_csv(path: &Path, losses: &[f32], batches_per_epoch: usize) -> std::io::Result<()> {
-    let mut s = String::from("step,epoch,loss\n");
-    for (i, l) in losses.iter().enumerate() {
-        s += &format!("{},{},{}\n", i + 1, i / batches_per_epoch.max(1) + 1, l);
-    }
-    write_atomic_str(path, &s)
+/// What an observer learns at the end of each training epoch.
+#[derive(Clone, Copy, Debug)]
+pub struct EpochDone<'a> {
+    /// The run directory (its checkpoint and `loss.csv` are up to date).
+    pub run_dir: &'a Path,
+    /// `--arch` as given.
+    pub arch: &'a str,
+    /// Epochs finished (1-based).
+    pub epoch: usize,
+    /// Epochs in the run.
+    pub epochs: usize,
+    /// Loss of every batch so far.
+    pub losses: &'a [f32],
+    /// Clean test accuracy after this epoch, in `[0, 1]`.
+    pub test_accuracy: f64,
 }
 
-/// Trains (or resumes) a run in `out`; returns the summary and the trained network.
+/// Trains (or resumes) a run in the directory `out`, saving a checkpoint and the loss
+/// log after every epoch (so an interrupted run resumes) and the model and summary at
+/// the end; returns the summary and the trained network.
 pub fn train(
     config: &TrainConfig,
     data: &Splits,
     out: &Path,
     resume: bool,
-    progress: &Progress,
+    observer: &dyn Observer,
 ) -> Result<(Summary, Network), TrainError> {
     config.validate()?;
     let shapes = config.spec.shapes()?;
     data.train.check_shape(shapes[0])?;
     data.train.check_classes(config.spec.classes())?;
     data.test.check_classes(config.spec.classes())?;
-    std::fs::create_dir_all(out).map_err(io_err(out))?;
-    let config_path = out.join(files::CONFIG);
-    let ckpt_path = out.join(files::CHECKPOINT);
-
+    let run = RunDir::create(out)?;
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let mut net = Network::init_with(&config.spec, config.init, &mut rng)?;
     let mut state = Checkpoint {
@@ -280,28 +273,24 @@ pub fn train(
         test_accuracy: Vec::new(),
         seconds: 0.0,
     };
-    if resume && ckpt_path.is_file() {
-        let bytes = std::fs::read(&ckpt_path).map_err(io_err(&ckpt_path))?;
-        let ck: Checkpoint = postcard::from_bytes(&bytes).map_err(|e| TrainError::Resume {
-            path: ckpt_path.clone(),
-            message: format!("corrupt checkpoint ({e})"),
-        })?;
-        net.set_param_values(&ck.params)
-            .map_err(|message| TrainError::Resume {
-                path: ckpt_path.clone(),
-                message,
-            })?;
-        state = ck;
-    } else {
-        let json = serde_json::to_string_pretty(config).unwrap_or_default();
-        write_atomic_str(&config_path, &json).map_err(io_err(&config_path))?;
+    let checkpoint = if resume { run.load_checkpoint()? } else { None };
+    match checkpoint {
+        Some(ck) => {
+            net.set_param_values(&ck.params)
+                .map_err(|message| run.resume_error(files::CHECKPOINT, message))?;
+            state = ck;
+        }
+        None => run.save_config(config)?,
     }
 
     let n = data.train.len();
     let batches_per_epoch = n.div_ceil(config.batch);
     let total = (config.epochs * batches_per_epoch) as u64;
-    let bar = progress.bar(total, "train");
-    bar.set_position((state.epochs_done * batches_per_epoch) as u64);
+    observer.begin(
+        "train",
+        total,
+        (state.epochs_done * batches_per_epoch) as u64,
+    );
     let images = ImageSource::Pixels(&data.train);
     for epoch in state.epochs_done..config.epochs {
         let started = Instant::now();
@@ -318,11 +307,11 @@ pub fn train(
             config.batch,
             |loss| {
                 state.losses.push(loss);
-                bar.inc(1);
+                observer.advance(1);
                 let steps = state.losses.len() - first;
                 if steps.is_multiple_of(10) {
                     let secs = started.elapsed().as_secs_f64().max(1e-9);
-                    bar.set_message(format!(
+                    observer.status(&format!(
                         "epoch {}/{} loss {loss:.4} {:.0} samples/s",
                         epoch + 1,
                         config.epochs,
@@ -336,31 +325,20 @@ pub fn train(
         state.test_accuracy.push(acc);
         state.epochs_done = epoch + 1;
         state.params = net.param_values();
-        // Printed even when the bar is hidden (logs, CI), without tearing a visible one.
-        bar.suspend(|| {
-            eprintln!(
-                "epoch {}/{}: loss {:.4}, test accuracy {:.2}%",
-                epoch + 1,
-                config.epochs,
-                state.losses.last().copied().unwrap_or(f32::NAN),
-                acc * 100.0
-            )
+        run.save_checkpoint(&state)?;
+        run.save_losses(&state.losses, batches_per_epoch)?;
+        observer.epoch_done(&EpochDone {
+            run_dir: out,
+            arch: &config.arch_name,
+            epoch: epoch + 1,
+            epochs: config.epochs,
+            losses: &state.losses,
+            test_accuracy: acc,
         });
-        let bytes = postcard::to_allocvec(&state)
-            .map_err(|e| TrainError::Config(format!("checkpoint encoding: {e}")))?;
-        write_atomic(&ckpt_path, &bytes).map_err(io_err(&ckpt_path))?;
-        let loss_path = out.join(files::LOSS_CSV);
-        write_loss_csv(&loss_path, &state.losses, batches_per_epoch).map_err(io_err(&loss_path))?;
-        let png = out.join(files::LOSS_PNG);
-        if let Err(e) = crate::report::loss_chart(&[(&config.arch_name, &state.losses)], &png) {
-            // A chart is a convenience: report it, keep training.
-            bar.suspend(|| eprintln!("warning: could not draw {}: {e}", png.display()));
-        }
     }
-    bar.finish_and_clear();
+    observer.end();
 
-    let model_path = out.join(files::MODEL);
-    write_atomic(&model_path, &net.to_model_bytes()).map_err(io_err(&model_path))?;
+    run.save_model(&net)?;
     let test_accuracy = match state.test_accuracy.last() {
         Some(&a) => a,
         None => evaluate(&mut net, &data.test).accuracy,
@@ -382,21 +360,6 @@ pub fn train(
         samples_per_second: (config.epochs * n) as f64 / state.seconds.max(1e-9),
         version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let summary_path = out.join(files::SUMMARY);
-    write_atomic_str(
-        &summary_path,
-        &serde_json::to_string_pretty(&summary).unwrap_or_default(),
-    )
-    .map_err(io_err(&summary_path))?;
+    run.save_summary(&summary)?;
     Ok((summary, net))
-}
-
-/// Reads the configuration of an existing run directory (for `--resume`).
-pub fn read_config(run: &Path) -> Result<TrainConfig, TrainError> {
-    let path = run.join(files::CONFIG);
-    let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-    serde_json::from_str(&text).map_err(|e| TrainError::Resume {
-        path,
-        message: format!("not a run configuration ({e})"),
-    })
 }

@@ -1,11 +1,11 @@
 //! `spartan quantize`.
 
 use super::{read_model_file, DataArgs};
-use crate::data;
-use crate::eval::batch_input;
-use crate::fsutil::write_atomic;
-use crate::nn::Network;
 use anyhow::Context;
+use spartan_train::data;
+use spartan_train::eval::batch_input;
+use spartan_train::fsutil::write_atomic;
+use spartan_train::nn::Network;
 use std::path::PathBuf;
 
 /// Arguments of `spartan quantize`.
@@ -37,7 +37,7 @@ pub(super) fn quantize(a: QuantizeArgs) -> anyhow::Result<()> {
     let calib = splits.train.take(a.calib);
     let mut x = Vec::new();
     batch_input(&calib, 0..calib.len(), &mut x);
-    let q = crate::quantize::quantize(&mut net, &x, calib.len())?;
+    let q = spartan_train::quantize::quantize(&mut net, &x, calib.len())?;
     write_atomic(&a.out, &q).with_context(|| format!("cannot write {}", a.out.display()))?;
     let model = spartan_core::int8::Int8Model::load(&q)?;
     println!(

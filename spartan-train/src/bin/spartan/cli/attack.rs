@@ -1,15 +1,15 @@
 //! `spartan attack`.
 
 use super::{load_any_model, AnyModel, DataArgs};
-use crate::attack::blackbox::{black_box, BlackBoxConfig, SubstituteKind};
-use crate::attack::eps::{parse_eps, DEFAULT_EPS};
-use crate::attack::sweep::{white_box_sweep, Batch, WhiteBox};
-use crate::data::{self, Dataset};
-use crate::eval::batch_input;
-use crate::int8::Int8Runner;
-use crate::nn::act::GradMode;
 use crate::progress::Progress;
 use anyhow::{bail, Context};
+use spartan_train::attack::blackbox::{black_box, BlackBoxConfig, SubstituteKind};
+use spartan_train::attack::eps::{parse_eps, DEFAULT_EPS};
+use spartan_train::attack::sweep::{white_box_sweep, Batch, WhiteBox};
+use spartan_train::data::{self, Dataset};
+use spartan_train::eval::batch_input;
+use spartan_train::int8::Int8Runner;
+use spartan_train::nn::act::GradMode;
 use std::path::PathBuf;
 
 /// Which attack.
@@ -30,6 +30,24 @@ pub enum Bpda {
     Surrogate,
     /// The identity (`H(cos z)` as `cos z`).
     Identity,
+}
+
+/// `--substitute` values (the library's [`SubstituteKind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SubstituteArg {
+    /// CleverHans's MLP: 784-200-200-10, ReLU (the paper's setting).
+    Mlp,
+    /// A small CNN: conv 32 3×3, pool 2, conv 64 3×3, pool 2, dense 200, dense 10.
+    Cnn,
+}
+
+impl From<SubstituteArg> for SubstituteKind {
+    fn from(a: SubstituteArg) -> Self {
+        match a {
+            SubstituteArg::Mlp => SubstituteKind::Mlp,
+            SubstituteArg::Cnn => SubstituteKind::Cnn,
+        }
+    }
 }
 
 /// Arguments of `spartan attack`.
@@ -70,7 +88,7 @@ pub struct AttackArgs {
     pub no_random_start: bool,
     /// Black-box substitute.
     #[arg(long, value_enum, default_value = "mlp")]
-    pub substitute: SubstituteKind,
+    pub substitute: SubstituteArg,
     /// Seed (substitute training, PGD starts).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -110,7 +128,7 @@ pub(super) fn attack(a: AttackArgs, progress: Progress) -> anyhow::Result<()> {
     let holdout = || to_batch(&test.slice(0..a.holdout));
     let bb_cfg = BlackBoxConfig {
         holdout: a.holdout,
-        substitute: a.substitute,
+        substitute: a.substitute.into(),
         seed: a.seed,
         ..BlackBoxConfig::default()
     };
@@ -188,14 +206,16 @@ pub(super) fn attack(a: AttackArgs, progress: Progress) -> anyhow::Result<()> {
 }
 
 /// Writes and prints an attack's results.
-fn finish(a: &AttackArgs, report: crate::attack::sweep::AttackReport) -> anyhow::Result<()> {
+fn finish(
+    a: &AttackArgs,
+    report: spartan_train::attack::sweep::AttackReport,
+) -> anyhow::Result<()> {
     let name = a
         .model
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    report
-        .write(&a.out, &name)
+    crate::report::write_attack(&report, &a.out, &name)
         .with_context(|| format!("cannot write results to {}", a.out.display()))?;
     println!(
         "{}: clean accuracy {:.2}% on {} images",

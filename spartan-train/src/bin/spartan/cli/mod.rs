@@ -63,7 +63,7 @@ pub enum Command {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let progress = crate::progress::Progress { quiet: cli.quiet };
+    let progress = crate::progress::Progress::new(cli.quiet);
     match cli.command {
         Command::Train(a) => train::train(a, progress),
         Command::Eval(a) => train::eval(a, progress),
@@ -87,7 +87,7 @@ pub(crate) fn read_model_file(path: &std::path::Path) -> anyhow::Result<Vec<u8>>
 /// A model file of either kind.
 pub(crate) enum AnyModel {
     /// A float network.
-    F32(Box<crate::nn::Network>),
+    F32(Box<spartan_train::nn::Network>),
     /// An int8 model's bytes (validated on load).
     Int8(Vec<u8>),
 }
@@ -102,9 +102,9 @@ pub(crate) fn load_any_model(path: &std::path::Path) -> anyhow::Result<AnyModel>
         spartan_core::format::ModelKind::F32 => {
             let model = spartan_core::float::F32Model::from_file(&file)
                 .with_context(|| format!("{}", path.display()))?;
-            Ok(AnyModel::F32(Box::new(crate::nn::Network::from_model(
-                &model,
-            ))))
+            Ok(AnyModel::F32(Box::new(
+                spartan_train::nn::Network::from_model(&model),
+            )))
         }
         spartan_core::format::ModelKind::Int8 => {
             spartan_core::int8::Int8Model::from_file(&file)

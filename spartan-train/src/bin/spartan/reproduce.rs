@@ -3,17 +3,17 @@
 //! Figure 7, plus adaptive white-box FGSM and PGD), and write `REPORT.md` with tables
 //! and figures. Every finished stage is kept on disk and skipped on a rerun.
 
-use crate::attack::blackbox::{black_box, BlackBoxConfig};
-use crate::attack::sweep::{white_box_sweep, AttackReport, Batch, WhiteBox};
-use crate::data::Splits;
-use crate::eval::batch_input;
-use crate::fsutil::write_atomic_str;
-use crate::nn::optim::AdamConfig;
-use crate::nn::Network;
 use crate::progress::Progress;
-use crate::train::{self, Summary, TrainConfig};
 use anyhow::Context;
 use spartan_core::spec::{ArchSpec, LayerSpec, NamedParams, NAMED_ARCHITECTURES};
+use spartan_train::attack::blackbox::{black_box, BlackBoxConfig};
+use spartan_train::attack::sweep::{white_box_sweep, AttackReport, Batch, WhiteBox};
+use spartan_train::data::Splits;
+use spartan_train::eval::batch_input;
+use spartan_train::fsutil::write_atomic_str;
+use spartan_train::nn::optim::AdamConfig;
+use spartan_train::nn::Network;
+use spartan_train::train::{self, Summary, TrainConfig};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -88,7 +88,7 @@ pub fn reproduce(
         .with_context(|| format!("cannot create {}", cfg.out.display()))?;
     let started = Instant::now();
     let eval_set = data.test.slice(cfg.holdout..data.test.len());
-    let to_batch = |d: &crate::data::Dataset| {
+    let to_batch = |d: &spartan_train::data::Dataset| {
         let mut x = Vec::new();
         batch_input(d, 0..d.len(), &mut x);
         Batch {
@@ -168,7 +168,10 @@ pub fn reproduce(
             )
         })?;
         note(&format!("white-box PGD (BPDA identity) on {arch}"));
-        let previous = std::mem::replace(&mut net.grad_mode, crate::nn::act::GradMode::Identity);
+        let previous = std::mem::replace(
+            &mut net.grad_mode,
+            spartan_train::nn::act::GradMode::Identity,
+        );
         let pgd_identity = attack_stage(&attacks.join("pgd-identity"), arch, &key, || {
             white_box_sweep(
                 &mut net, &white, &cfg.eps, pgd_attack, true, cfg.seed, progress,
@@ -255,7 +258,7 @@ fn attack_stage(
         }
     }
     let r = run();
-    r.write(dir, arch)
+    crate::report::write_attack(&r, dir, arch)
         .with_context(|| format!("cannot write {}", dir.display()))?;
     // The key goes last: a stage interrupted before it is redone.
     write_atomic_str(&key_file, &key)

@@ -62,7 +62,7 @@ pub const HEIGHT: u32 = 600;
 /// Licence: `assets/LICENSE-DejaVu.txt` (Bitstream Vera + Arev notice).
 /// The full font (~740 KB) is kept rather than a subset so labels such as
 /// "ε", "L∞" or "≤" always have glyphs.
-static FONT_BYTES: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+static FONT_BYTES: &[u8] = include_bytes!("../../../assets/DejaVuSans.ttf");
 
 // Text sizes are ab_glyph pixel scales (ascent-to-descent height).
 const TITLE_SIZE: f32 = 23.0;
@@ -219,12 +219,12 @@ fn encode_png(rgb: &[u8]) -> Result<Vec<u8>, PlotError> {
     Ok(out)
 }
 
-/// Writes the PNG with [`crate::fsutil::write_atomic`] (temp file + rename).
+/// Writes the PNG with [`spartan_train::fsutil::write_atomic`] (temp file + rename).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PlotError> {
     if path.file_name().is_none() {
         return Err(PlotError::InvalidPath(path.to_path_buf()));
     }
-    crate::fsutil::write_atomic(path, bytes).map_err(|source| PlotError::Io {
+    spartan_train::fsutil::write_atomic(path, bytes).map_err(|source| PlotError::Io {
         action: "writing",
         path: path.to_path_buf(),
         source,

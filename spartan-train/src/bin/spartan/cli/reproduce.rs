@@ -1,10 +1,10 @@
 //! `spartan reproduce`.
 
 use super::DataArgs;
-use crate::attack::eps::{parse_eps, REPRODUCE_EPS};
-use crate::data;
 use crate::progress::Progress;
 use crate::reproduce::{reproduce as run, ReproduceConfig};
+use spartan_train::attack::eps::{parse_eps, REPRODUCE_EPS};
+use spartan_train::data;
 use std::path::PathBuf;
 
 /// Arguments of `spartan reproduce`.

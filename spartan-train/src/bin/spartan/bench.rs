@@ -1,11 +1,11 @@
 //! Throughput measurements printed in the same form as `../shared/bench/peer_bench.py`,
 //! so our figures and the PyTorch/Keras peers' can be read side by side.
 
-use crate::nn::optim::{AdamConfig, AdamState};
-use crate::nn::Network;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use spartan_core::spec::ArchSpec;
+use spartan_train::nn::optim::{AdamConfig, AdamState};
+use spartan_train::nn::Network;
 use std::time::Instant;
 
 /// Median, min and max of a set of rates.
@@ -147,7 +147,7 @@ pub struct InferBench {
 
 /// Measures the core's int8 path on `images` (raw pixels, cycled).
 pub fn bench_int8(
-    runner: &crate::int8::Int8Runner<'_>,
+    runner: &spartan_train::int8::Int8Runner<'_>,
     images: &[u8],
     repeats: usize,
 ) -> InferBench {

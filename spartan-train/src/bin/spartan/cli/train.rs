@@ -1,13 +1,14 @@
 //! `spartan train` and `spartan eval`.
 
 use super::DataArgs;
-use crate::arch::{resolve, Overrides};
-use crate::data;
-use crate::eval::evaluate;
-use crate::nn::optim::AdamConfig;
 use crate::progress::Progress;
-use crate::train::{self as trainer, read_config, TrainConfig};
 use anyhow::{bail, Context};
+use spartan_train::arch::{resolve, Overrides};
+use spartan_train::data;
+use spartan_train::eval::evaluate;
+use spartan_train::nn::network::Init;
+use spartan_train::nn::optim::AdamConfig;
+use spartan_train::train::{self as trainer, read_config, TrainConfig};
 use std::path::PathBuf;
 
 /// Arguments of `spartan train`.
@@ -41,7 +42,7 @@ pub struct TrainArgs {
     pub seed: u64,
     /// Initialisation of conv and dense weights (glorot: the Keras default the paper used).
     #[arg(long, value_enum, default_value = "glorot")]
-    pub init: crate::nn::network::Init,
+    pub init: InitArg,
     /// Train the last N epochs at a tenth of --lr (0: the paper's constant rate).
     #[arg(long, default_value_t = 1)]
     pub anneal_epochs: usize,
@@ -54,6 +55,24 @@ pub struct TrainArgs {
     /// Continue an interrupted run from its last finished epoch.
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "out")]
     pub resume: Option<PathBuf>,
+}
+
+/// `--init` values (the library's [`Init`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InitArg {
+    /// He-uniform for ReLU and linear layers, Glorot for step layers.
+    He,
+    /// Glorot-uniform (the Keras default the paper used).
+    Glorot,
+}
+
+impl From<InitArg> for Init {
+    fn from(a: InitArg) -> Self {
+        match a {
+            InitArg::He => Init::He,
+            InitArg::Glorot => Init::Glorot,
+        }
+    }
 }
 
 /// Arguments of `spartan eval`.
@@ -95,7 +114,7 @@ pub(super) fn train(a: TrainArgs, progress: Progress) -> anyhow::Result<()> {
                 seed: a.seed,
                 data: data_desc,
                 train_limit: a.train_limit,
-                init: a.init,
+                init: a.init.into(),
                 anneal_epochs: a.anneal_epochs,
             };
             (cfg, out, false)
@@ -147,12 +166,12 @@ pub(super) fn eval(a: EvalArgs, _progress: Progress) -> anyhow::Result<()> {
             (evaluate(&mut net, test), "f32")
         }
         super::AnyModel::Int8(bytes) => {
-            let runner = crate::int8::Int8Runner::load(&bytes)?;
+            let runner = spartan_train::int8::Int8Runner::load(&bytes)?;
             test.check_shape(runner.model.shapes()[0])?;
             test.check_classes(runner.model.classes())?;
             let (preds, _) = runner.run(&test.images, test.len());
             (
-                crate::eval::score(&preds, &test.labels, runner.model.classes()),
+                spartan_train::eval::score(&preds, &test.labels, runner.model.classes()),
                 "int8",
             )
         }

@@ -1,7 +1,7 @@
 //! `spartan bench`.
 
-use crate::arch::{resolve, Overrides};
 use crate::bench::bench_train;
+use spartan_train::arch::{resolve, Overrides};
 
 /// What to measure.
 #[derive(Debug, clap::Subcommand)]

@@ -1,8 +1,31 @@
-//! Charts the CLI writes: loss curves (the paper's Figure 8) and accuracy-vs-ε curves
-//! (its Figure 7).
+//! Files the CLI writes: loss curves (the paper's Figure 8), accuracy-vs-ε curves (its
+//! Figure 7) and an attack's results.
 
 use crate::plot::{write_png, LinePlot, PlotError, Series};
+use spartan_train::attack::sweep::AttackReport;
+use spartan_train::fsutil::write_atomic_str;
 use std::path::Path;
+
+/// Writes `attack.csv`, `attack.json` and `attack.png` into `dir`.
+pub fn write_attack(report: &AttackReport, dir: &Path, model_name: &str) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    write_atomic_str(&dir.join("attack.csv"), &report.csv())?;
+    write_atomic_str(
+        &dir.join("attack.json"),
+        &serde_json::to_string_pretty(report).unwrap_or_default(),
+    )?;
+    let line = (
+        format!("{model_name} ({:.1}%)", report.clean_accuracy * 100.0),
+        report
+            .points
+            .iter()
+            .map(|p| (f64::from(p.eps), p.accuracy))
+            .collect(),
+    );
+    let title = format!("{} attack: accuracy vs ε (n = {})", report.attack, report.n);
+    accuracy_chart(&title, &[line], &dir.join("attack.png"))
+        .map_err(|e| std::io::Error::other(e.to_string()))
+}
 
 /// Per-batch loss of one or more runs, raw (faint) and smoothed, on a log axis.
 pub fn loss_chart(runs: &[(&str, &[f32])], path: &Path) -> Result<(), PlotError> {

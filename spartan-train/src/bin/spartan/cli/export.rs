@@ -1,9 +1,9 @@
 //! `spartan export`.
 
 use super::read_model_file;
-use crate::fsutil::write_atomic;
-use crate::nn::Network;
 use anyhow::Context;
+use spartan_train::fsutil::write_atomic;
+use spartan_train::nn::Network;
 use std::path::PathBuf;
 
 /// Export formats.
@@ -32,11 +32,11 @@ pub(super) fn export(a: ExportArgs) -> anyhow::Result<()> {
     let net = Network::load(&bytes).with_context(|| format!("{}", a.model.display()))?;
     let out = match a.format {
         ExportFormat::Safetensors => {
-            crate::export::to_safetensors(&net).context("safetensors encoding")?
+            spartan_train::export::to_safetensors(&net).context("safetensors encoding")?
         }
     };
     write_atomic(&a.out, &out).with_context(|| format!("cannot write {}", a.out.display()))?;
-    let names: Vec<String> = crate::export::pytorch_tensors(&net)
+    let names: Vec<String> = spartan_train::export::pytorch_tensors(&net)
         .into_iter()
         .map(|t| format!("{} {:?}", t.name, t.shape))
         .collect();

@@ -1,11 +1,11 @@
 //! `spartan bench infer`.
 
 use crate::bench::{bench_f32, bench_int8};
-use crate::data;
-use crate::eval::batch_input;
-use crate::int8::Int8Runner;
-use crate::quantize::quantize;
 use anyhow::Context;
+use spartan_train::data;
+use spartan_train::eval::batch_input;
+use spartan_train::int8::Int8Runner;
+use spartan_train::quantize::quantize;
 use std::path::PathBuf;
 
 /// Arguments of `spartan bench infer`.

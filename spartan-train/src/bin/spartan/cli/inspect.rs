@@ -1,13 +1,13 @@
 //! `spartan inspect` and `spartan spec`.
 
 use super::read_model_file;
-use crate::arch::{resolve, to_toml, Overrides};
 use anyhow::Context;
 use spartan_core::filter::{BitTable, FilterKind};
 use spartan_core::float::F32Model;
 use spartan_core::format::ModelFile;
 use spartan_core::int8::{FilterTables, Int8Layer, Int8Model, OutputStage, NEVER_ON};
 use spartan_core::spec::LayerSpec;
+use spartan_train::arch::{resolve, to_toml, Overrides};
 use std::path::PathBuf;
 
 /// Arguments of `spartan inspect`.

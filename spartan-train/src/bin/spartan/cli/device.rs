@@ -1,10 +1,10 @@
 //! `spartan device`: stream test images to a device and measure it end to end.
 
 use super::DataArgs;
-use crate::data;
 use crate::device::Client;
-use crate::int8::Int8Runner;
 use anyhow::{bail, Context};
+use spartan_train::data;
+use spartan_train::int8::Int8Runner;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
