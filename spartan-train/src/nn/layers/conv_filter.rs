@@ -25,8 +25,9 @@ pub struct ConvFilter {
 }
 
 impl ConvFilter {
-    /// A layer with fresh or given parameters. Fresh: `w = 1`, `b_k = -k/(β+1)` (evenly
-    /// spread thresholds) for steps; `w ~ U(1, 1.5)`, `b ~ U(0.05, 0.5)` for cosines.
+    /// A layer with fresh or given parameters. Fresh: `w = 1`, `b_k = -(k+1)/(β+1)`
+    /// (evenly spread thresholds) for steps; `w ~ U(1, 1.5)`, `b ~ U(0.05, 0.5)` for
+    /// cosines.
     pub fn new(spec: FilterSpec, input: Shape, output: Shape, mut params: Params<'_>) -> Self {
         debug_assert_eq!(spec.kind, FilterKind::Conv);
         let (c, beta) = (input.channels as usize, spec.beta as usize);

@@ -30,7 +30,7 @@ pub struct OffsetFilter {
 }
 
 impl OffsetFilter {
-    /// A layer with fresh (`τ = k/(β+1)`, evenly spread) or given biases.
+    /// A layer with fresh (`τ = (k+1)/(β+1)`, evenly spread) or given biases.
     pub fn new(spec: FilterSpec, input: Shape, output: Shape, mut params: Params<'_>) -> Self {
         debug_assert_eq!(spec.kind, FilterKind::Offset);
         let beta = spec.beta as usize;
