@@ -36,14 +36,14 @@ pub fn pytorch_tensors(net: &Network) -> Vec<NamedTensor> {
     let shapes = net.shapes();
     let mut out = Vec::new();
     let (mut convs, mut denses) = (0, 0);
-    for (i, layer) in net.layers().iter().enumerate() {
+    for (i, layer) in net.spec().layers.iter().enumerate() {
         let input = shapes[i];
         let (h, w, c) = (
             input.height as usize,
             input.width as usize,
             input.channels as usize,
         );
-        let params = layer.params();
+        let params = net.layer_params(i);
         let mut push = |name: String, (values, shape): (Vec<f32>, Vec<usize>)| {
             out.push(NamedTensor {
                 name,
@@ -51,7 +51,7 @@ pub fn pytorch_tensors(net: &Network) -> Vec<NamedTensor> {
                 values,
             })
         };
-        match layer.spec() {
+        match *layer {
             LayerSpec::Filter(f) => {
                 let beta = f.beta as usize;
                 match f.kind {

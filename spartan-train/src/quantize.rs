@@ -187,15 +187,15 @@ pub fn quantize(net: &Network, calib: ArrayView4<'_, f32>) -> Result<Vec<u8>, Qu
     let last = spec.layers.len() - 1;
     let mut tensors = Tensors::default();
     let mut act = PIXELS;
-    for (i, layer) in net.layers().iter().enumerate() {
+    for (i, layer) in spec.layers.iter().enumerate() {
         let (input, output) = (shapes[i], shapes[i + 1]);
-        let params = layer.params();
+        let params = net.layer_params(i);
         let linear = |activation| Linear {
             weight: params[0].view(),
             bias: params[1].view(),
             activation,
         };
-        match layer.spec() {
+        match *layer {
             LayerSpec::Filter(f) => {
                 let beta = f.beta as usize;
                 let compile = |w: f32, b: f32| BitTable::compile(f.activation, w, b);

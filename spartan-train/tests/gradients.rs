@@ -8,15 +8,16 @@
 // Finite differences perturb parameter i and compare with gradient i: index loops read best.
 #![allow(clippy::needless_range_loop)]
 
-use ndarray::{Array4, ArrayView4};
+use ndarray::{Array4, ArrayD, ArrayView4};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use spartan_core::activation::Activation;
 use spartan_core::filter::{conv_filter_preactivation, unit_preactivation, FilterKind, FilterSpec};
 use spartan_core::spec::{ArchSpec, ConvSpec, DenseSpec, LayerSpec, PoolSpec, Shape};
+use spartan_train::nn::layer::tensor;
 use spartan_train::nn::layers::build;
 use spartan_train::nn::loss::{cross_entropy_row, softmax_cross_entropy};
-use spartan_train::nn::{Backward, GradMode, Gradients, Layer, Network, Params, Pass, Workspace};
+use spartan_train::nn::{Backward, Forward, GradMode, Gradients, Layer, Network, Pass, Workspace};
 
 fn assert_close(analytic: f32, numeric: f32, what: &str) {
     let tol = 2e-2 * analytic.abs().max(numeric.abs()) + 5e-4;
@@ -146,21 +147,38 @@ fn conv_relu_pool_dense_softmax_gradients_match_finite_differences() {
     }
 }
 
+/// A layer's parameters from flat values, shaped as its spec says.
+fn shaped(spec: LayerSpec, input: Shape, values: &[Vec<f32>]) -> Vec<ArrayD<f32>> {
+    let shapes = spec.params(input);
+    let dims = shapes
+        .iter()
+        .map(|s| s.dims().iter().map(|&d| d as usize).collect::<Vec<_>>());
+    dims.zip(values)
+        .map(|(d, v)| tensor(&d, v.clone()))
+        .collect()
+}
+
 /// One layer's forward then backward on `x` with upstream gradient `u`: the output,
 /// the input gradient and the parameter gradients (concatenated).
 fn forward_backward(
     layer: &dyn Layer,
+    p: &[ArrayD<f32>],
     x: &Array4<f32>,
     u: &Array4<f32>,
 ) -> (Array4<f32>, Array4<f32>, Vec<f32>) {
     let n = x.dim().0;
     let mut y = u.clone();
     let mut scratch = vec![0.0; n * layer.scratch_len()];
-    layer.forward(x.view(), y.view_mut(), &mut scratch);
+    let pass = Forward {
+        x: x.view(),
+        y: y.view_mut(),
+        scratch: &mut scratch,
+    };
+    layer.forward(p, pass);
     let mut gy = u.clone();
     let mut gx = x.clone();
-    let mut grads = vec![0.0; layer.params().iter().map(|p| p.len()).sum()];
-    layer.backward(Backward {
+    let mut grads = vec![0.0; p.iter().map(|t| t.len()).sum()];
+    let pass = Backward {
         x: x.view(),
         y: y.view(),
         scratch: &mut scratch,
@@ -168,7 +186,8 @@ fn forward_backward(
         gx: Some(gx.view_mut()),
         grads: Some(&mut grads),
         mode: GradMode::Surrogate,
-    });
+    };
+    layer.backward(p, pass);
     (y, gx, grads)
 }
 
@@ -223,11 +242,12 @@ fn check_filter(
             .map(|_| rng.random_range(-0.9..-0.1))
             .collect()],
     };
-    let layer = |p: &[Vec<f32>]| build(lspec, input, output, Params::Values(p.to_vec()));
+    let layer = build(lspec, input, output);
     let n = 2;
     let x = random(&mut rng, n, input, (0.0, 1.0));
     let u = random(&mut rng, n, output, (-1.0, 1.0));
-    let (y, _, _) = forward_backward(&*layer(&params), &x, &u);
+    let p = shaped(lspec, input, &params);
+    let (y, _, _) = forward_backward(&*layer, &p, &x, &u);
     // The L1 regulariser adds sf/n · sign(y) to the upstream gradient (Conv only), as
     // the network does before a layer's backward.
     let mask = y.mapv(|v| if v > 0.0 { 1.0 } else { 0.0 });
@@ -237,9 +257,9 @@ fn check_filter(
         0.0
     };
     let upstream = &u + &(&mask * reg_scale);
-    let (_, gx, mut grads) = forward_backward(&*layer(&params), &x, &upstream);
+    let (_, gx, mut grads) = forward_backward(&*layer, &p, &x, &upstream);
     if regularize {
-        layer(&params).add_param_penalty_grad(&mut grads);
+        layer.add_param_penalty_grad(&p, &mut grads);
     }
     let s = |v: f32| activation.stand_in(v);
     // `Σ (u + reg) · S(z)`, plus the Offset penalty.
@@ -251,7 +271,7 @@ fn check_filter(
             .map(|(&zi, &ui)| ui * s(zi))
             .sum();
         if regularize && kind == FilterKind::Offset {
-            v += layer(p).param_penalty();
+            v += layer.param_penalty(&shaped(lspec, input, p));
         }
         v
     };
@@ -332,17 +352,19 @@ fn composite_conv_backprops_through_the_surrogate() {
             .collect::<Vec<f32>>(),
         (0..3).map(|_| rng.random_range(-0.5..0.5)).collect(),
     ];
-    let conv = |p: &[Vec<f32>], activation| {
-        let spec = LayerSpec::Conv(ConvSpec { activation, ..cs });
-        build(spec, input, output, Params::Values(p.to_vec()))
-    };
+    let spec = |activation| LayerSpec::Conv(ConvSpec { activation, ..cs });
+    let (conv, linear) = (
+        build(spec(act), input, output),
+        build(spec(Activation::Linear), input, output),
+    );
     let n = 2;
     let x = random(&mut rng, n, input, (0.0, 1.0));
     let u = random(&mut rng, n, output, (-1.0, 1.0));
-    let (_, gx, grads) = forward_backward(&*conv(&params, act), &x, &u);
+    let (_, gx, grads) = forward_backward(&*conv, &shaped(spec(act), input, &params), &x, &u);
     // The same conv with a linear activation gives the pre-activations z.
     let objective = |p: &[Vec<f32>], x: &Array4<f32>| {
-        let (z, _, _) = forward_backward(&*conv(p, Activation::Linear), x, &u);
+        let p = shaped(spec(act), input, p);
+        let (z, _, _) = forward_backward(&*linear, &p, x, &u);
         z.iter()
             .zip(u.iter())
             .map(|(&zi, &ui)| ui * act.stand_in(zi))

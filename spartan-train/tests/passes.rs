@@ -2,7 +2,7 @@
 //! respect to an inner layer's output is right, results do not depend on the number of
 //! threads, and one workspace serves several networks.
 
-use ndarray::{Array4, ArrayView4};
+use ndarray::{Array4, ArrayView1, ArrayView4, ArrayViewMut1};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use spartan_core::spec::{ArchSpec, NamedParams, Shape};
@@ -35,16 +35,12 @@ fn as_batch(rows: ndarray::ArrayView2<'_, f32>, s: Shape) -> Array4<f32> {
 }
 
 fn loss(net: &Network, first: usize, x: ArrayView4<'_, f32>, labels: &[u8]) -> f64 {
-    let pass = Pass::input_gradient(net, GradMode::Surrogate).from_layer(first);
+    let pass = Pass::training(net).from_layer(first);
+    let upstream = |i: usize, row: ArrayView1<'_, f32>, g: ArrayViewMut1<'_, f32>| {
+        cross_entropy_row(row, labels[i] as usize, 1.0, g)
+    };
     let mut ws = Workspace::new();
-    let b = net.backward(
-        x,
-        &pass,
-        |i, row, g| cross_entropy_row(row, labels[i] as usize, 1.0, g),
-        &mut ws,
-        None,
-    );
-    b.totals.loss
+    net.backward(x, &pass, upstream, &mut ws, None).totals.loss
 }
 
 /// Layers 1.. run on the filter's codes give the logits; the gradient of the loss with
@@ -69,23 +65,15 @@ fn passes_from_an_inner_layer_compose_and_differentiate() {
     );
 
     let pass = Pass::input_gradient(&net, GradMode::Surrogate).from_layer(1);
-    let b = net.backward(
-        codes.view(),
-        &pass,
-        |i, row, g| cross_entropy_row(row, labels[i] as usize, 1.0, g),
-        &mut ws,
-        None,
-    );
-    assert_eq!(b.output, logits);
+    let upstream = |i: usize, row: ArrayView1<'_, f32>, g: ArrayViewMut1<'_, f32>| {
+        cross_entropy_row(row, labels[i] as usize, 1.0, g)
+    };
+    let b = net.backward(codes.view(), &pass, upstream, &mut ws, None);
+    let (output, _) = b.with_input_grads();
+    assert_eq!(output, logits);
     let codes = images(&mut rng, 5, net.shapes()[1]);
-    let b = net.backward(
-        codes.view(),
-        &pass,
-        |i, row, g| cross_entropy_row(row, labels[i] as usize, 1.0, g),
-        &mut ws,
-        None,
-    );
-    let g = b.input_grads.unwrap().to_owned();
+    let b = net.backward(codes.view(), &pass, upstream, &mut ws, None);
+    let g = b.with_input_grads().1.to_owned();
     assert_eq!(g.dim(), codes.dim());
     let h = 1e-3f32;
     for _ in 0..20 {

@@ -131,23 +131,20 @@ pub fn class_probability_grads(
         0.0
     };
     let b = sub.backward(x, &pass, upstream, ws, None);
-    b.input_grads
-        .expect("the pass asks for input gradients")
-        .to_owned()
+    b.with_input_grads().1.to_owned()
 }
 
-/// Jacobian augmentation: one new point per existing point.
+/// Jacobian augmentation: one new point per point of `data` (labelled by the oracle).
 pub fn jacobian_augmentation(
     sub: &Network,
     ws: &mut Workspace,
-    x: ArrayView4<'_, f32>,
-    labels: &[u8],
+    data: &Batch<f32>,
     lambda: f32,
 ) -> Array4<f32> {
-    let mut out = x.to_owned();
+    let mut out = data.images().to_owned();
     for (mut xb, yb) in out
         .axis_chunks_iter_mut(Axis(0), ATTACK_BATCH)
-        .zip(labels.chunks(ATTACK_BATCH))
+        .zip(data.labels.chunks(ATTACK_BATCH))
     {
         let g = class_probability_grads(sub, ws, xb.view(), yb);
         xb.zip_mut_with(&g, |xi, &gi| {
@@ -206,7 +203,7 @@ pub fn train_substitute(
         if rho + 1 < cfg.rounds {
             let lambda = lambda_sign(rho) * cfg.lambda;
             let (net, ws) = trainer.parts();
-            let new_x = jacobian_augmentation(net, ws, data.images(), &data.labels, lambda);
+            let new_x = jacobian_augmentation(net, ws, &data, lambda);
             let new_y = oracle.classify(new_x.view());
             queries += new_y.len() as u64;
             data.extend(new_x.view(), &new_y);

@@ -6,7 +6,7 @@
 
 use crate::nn::loss::cross_entropy_row;
 use crate::nn::{GradMode, Network, Pass, Workspace};
-use ndarray::{Array4, ArrayView2, ArrayView4, Axis, Zip};
+use ndarray::{Array4, ArrayView1, ArrayView2, ArrayView4, ArrayViewMut1, Axis, Zip};
 use rand::Rng;
 use spartan_core::float::argmax;
 
@@ -32,15 +32,11 @@ fn loss_gradient<'w>(
     grad: GradMode,
 ) -> (ArrayView2<'w, f32>, ArrayView4<'w, f32>) {
     let pass = Pass::input_gradient(net, grad);
-    let b = net.backward(
-        x,
-        &pass,
-        |i, row, g| cross_entropy_row(row, targets[i] as usize, 1.0, g),
-        ws,
-        None,
-    );
-    let gx = b.input_grads.expect("the pass asks for input gradients");
-    (b.output, gx)
+    let upstream = |i: usize, row: ArrayView1<'_, f32>, g: ArrayViewMut1<'_, f32>| {
+        cross_entropy_row(row, targets[i] as usize, 1.0, g)
+    };
+    net.backward(x, &pass, upstream, ws, None)
+        .with_input_grads()
 }
 
 /// Gradient of the cross-entropy of each image against its target class, with respect

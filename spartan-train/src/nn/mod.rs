@@ -15,6 +15,6 @@ pub mod pass;
 
 pub use act::GradMode;
 pub use init::Init;
-pub use layer::{Backward, Layer, Params};
+pub use layer::{Backward, Forward, Layer};
 pub use network::Network;
 pub use pass::{Backprop, Gradients, Pass, Totals, Workspace};

@@ -3,33 +3,26 @@
 //! from the core's model file.
 
 use super::init::Init;
-use super::layer::{Layer, Params};
+use super::layer::{tensor, Layer};
 use super::layers::build;
+use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD};
 use rand::RngCore;
 use spartan_core::float::F32Model;
 use spartan_core::format::{self, DType, ModelBody, ModelKind, TensorRef};
 use spartan_core::spec::{ArchSpec, Shape};
 use std::ops::Range;
+use std::sync::Arc;
 
-/// A network: its spec, the shapes between its layers, and the layers.
-#[derive(Debug)]
+/// A network: its spec, the shapes between its layers, the layers, and each layer's
+/// parameters (its tensors in model-file order, shaped as `LayerSpec::params` says).
+#[derive(Clone, Debug)]
 pub struct Network {
     spec: ArchSpec,
     shapes: Vec<Shape>,
-    layers: Vec<Box<dyn Layer>>,
+    layers: Vec<Arc<dyn Layer>>,
+    params: Vec<Vec<ArrayD<f32>>>,
     /// Per layer: where its tensors sit in a flat gradient vector.
     grad_ranges: Vec<Range<usize>>,
-}
-
-impl Clone for Network {
-    fn clone(&self) -> Self {
-        Network {
-            spec: self.spec.clone(),
-            shapes: self.shapes.clone(),
-            layers: self.layers.iter().map(|l| l.clone_box()).collect(),
-            grad_ranges: self.grad_ranges.clone(),
-        }
-    }
 }
 
 impl Network {
@@ -45,35 +38,22 @@ impl Network {
         rng: &mut dyn RngCore,
     ) -> Result<Self, spartan_core::Error> {
         let shapes = spec.shapes()?;
-        Ok(Self::assemble(spec, &shapes, |i| {
-            build(
-                spec.layers[i],
-                shapes[i],
-                shapes[i + 1],
-                Params::Init(init, &mut *rng),
-            )
+        Ok(Self::assemble(spec, &shapes, |_, layer| {
+            layer.init(init, rng)
         }))
     }
 
     /// A network holding the weights of a validated core float model.
     pub fn from_model(model: &F32Model<'_>) -> Self {
         let (spec, shapes) = (model.spec(), model.shapes());
-        Self::assemble(spec, shapes, |i| {
+        Self::assemble(spec, shapes, |i, _| {
             let w = model.layer_weights(i).unwrap_or_default();
             let present = spec.layers[i].params(shapes[i]);
-            let mut tensors = Vec::new();
-            if present.weight.is_some() {
-                tensors.push(w.weight.iter().collect());
-            }
-            if present.bias.is_some() {
-                tensors.push(w.bias.iter().collect());
-            }
-            build(
-                spec.layers[i],
-                shapes[i],
-                shapes[i + 1],
-                Params::Values(tensors),
-            )
+            let values = [(present.weight, w.weight), (present.bias, w.bias)];
+            values
+                .into_iter()
+                .filter_map(|(shape, v)| Some(tensor(&dims(shape?.dims()), v.iter().collect())))
+                .collect()
         })
     }
 
@@ -82,28 +62,30 @@ impl Network {
         Ok(Self::from_model(&F32Model::load(bytes)?))
     }
 
-    /// A network of a checked spec whose layer `i` is `layer(i)`.
+    /// A network of a checked spec whose layer `i` gets the parameters `params(i, layer)`.
     fn assemble(
         spec: &ArchSpec,
         shapes: &[Shape],
-        mut layer: impl FnMut(usize) -> Box<dyn Layer>,
+        mut params: impl FnMut(usize, &dyn Layer) -> Vec<ArrayD<f32>>,
     ) -> Self {
-        let mut layers = Vec::new();
-        let mut grad_ranges = Vec::new();
-        let mut offset = 0;
-        for i in 0..spec.layers.len() {
-            let l = layer(i);
-            let len: usize = l.params().iter().map(|p| p.len()).sum();
-            grad_ranges.push(offset..offset + len);
-            offset += len;
-            layers.push(l);
-        }
-        Network {
+        let mut net = Network {
             spec: spec.clone(),
             shapes: shapes.to_vec(),
-            layers,
-            grad_ranges,
+            layers: Vec::new(),
+            params: Vec::new(),
+            grad_ranges: Vec::new(),
+        };
+        let mut offset = 0;
+        for (i, &layer) in spec.layers.iter().enumerate() {
+            let l = build(layer, shapes[i], shapes[i + 1]);
+            let p = params(i, &*l);
+            let len: usize = p.iter().map(|t| t.len()).sum();
+            net.grad_ranges.push(offset..offset + len);
+            offset += len;
+            net.layers.push(l);
+            net.params.push(p);
         }
+        net
     }
 
     /// The architecture.
@@ -117,8 +99,13 @@ impl Network {
     }
 
     /// The layers, in order (each says what it is through [`Layer::spec`]).
-    pub fn layers(&self) -> &[Box<dyn Layer>] {
+    pub fn layers(&self) -> &[Arc<dyn Layer>] {
         &self.layers
+    }
+
+    /// Layer `i`'s parameters: its tensors in model-file order.
+    pub fn layer_params(&self, i: usize) -> &[ArrayD<f32>] {
+        &self.params[i]
     }
 
     /// Number of classes.
@@ -137,29 +124,31 @@ impl Network {
     }
 
     /// Every learned tensor, layer by layer in model-file order (the optimiser's order).
-    pub fn params(&self) -> Vec<ndarray::ArrayViewD<'_, f32>> {
-        self.layers.iter().flat_map(|l| l.params()).collect()
+    pub fn params(&self) -> Vec<ArrayViewD<'_, f32>> {
+        self.params.iter().flatten().map(|t| t.view()).collect()
     }
 
     /// Every learned tensor, writable, in the order of [`params`](Self::params).
-    pub fn params_mut(&mut self) -> Vec<ndarray::ArrayViewMutD<'_, f32>> {
-        self.layers
+    pub fn params_mut(&mut self) -> Vec<ArrayViewMutD<'_, f32>> {
+        self.params
             .iter_mut()
-            .flat_map(|l| l.params_mut())
+            .flatten()
+            .map(|t| t.view_mut())
             .collect()
     }
 
     /// Lengths of every learned tensor, in the order of [`params`](Self::params).
     pub fn param_lens(&self) -> Vec<usize> {
-        self.params().iter().map(|p| p.len()).collect()
+        self.params.iter().flatten().map(|t| t.len()).collect()
     }
 
     /// Copies of every learned tensor (for checkpoints), in the order of
     /// [`params`](Self::params).
     pub fn param_values(&self) -> Vec<Vec<f32>> {
-        self.params()
+        self.params
             .iter()
-            .map(|p| p.iter().copied().collect())
+            .flatten()
+            .map(|t| t.iter().copied().collect())
             .collect()
     }
 
@@ -169,31 +158,30 @@ impl Network {
         if values.len() != lens.len() || values.iter().zip(&lens).any(|(v, &n)| v.len() != n) {
             return Err("parameter shapes differ from the architecture".into());
         }
-        for (mut p, v) in self.params_mut().into_iter().zip(values) {
-            p.iter_mut().zip(v).for_each(|(p, &v)| *p = v);
+        for (t, v) in self.params.iter_mut().flatten().zip(values) {
+            t.iter_mut().zip(v).for_each(|(t, &v)| *t = v);
         }
         Ok(())
     }
 
     /// Projections that follow every optimiser step (Offset threshold clipping).
     pub fn project(&mut self) {
-        for l in &mut self.layers {
-            l.project();
+        for (layer, p) in self.layers.iter().zip(&mut self.params) {
+            layer.project(p);
         }
     }
 
     /// The network as a core model file (f32 kind).
     pub fn to_model_bytes(&self) -> Vec<u8> {
-        let mut owned: Vec<(Vec<u32>, Vec<u8>)> = Vec::new();
-        for (i, layer) in self.spec.layers.iter().enumerate() {
-            let shapes = layer.params(self.shapes[i]).iter();
-            for (shape, values) in shapes.zip(self.layers[i].params()) {
-                owned.push((
-                    shape.dims().to_vec(),
-                    values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                ));
-            }
-        }
+        let owned: Vec<(Vec<u32>, Vec<u8>)> = self
+            .params
+            .iter()
+            .flatten()
+            .map(|t| {
+                let dims = t.shape().iter().map(|&d| d as u32).collect();
+                (dims, t.iter().flat_map(|v| v.to_le_bytes()).collect())
+            })
+            .collect();
         let mut tensors = heapless::Vec::new();
         for (dims, bytes) in &owned {
             // The spec bounds the tensor count well under MAX_TENSORS.
@@ -205,4 +193,9 @@ impl Network {
         };
         format::to_vec(ModelKind::F32, &body)
     }
+}
+
+/// A spec's tensor dimensions as `ndarray` wants them.
+fn dims(d: &[u32]) -> Vec<usize> {
+    d.iter().map(|&v| v as usize).collect()
 }

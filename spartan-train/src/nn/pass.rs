@@ -9,7 +9,7 @@
 //! reproducible bit for bit.
 
 use super::act::GradMode;
-use super::layer::Backward;
+use super::layer::{Backward, Forward};
 use super::network::Network;
 use ndarray::{ArrayView1, ArrayView2, ArrayView4, ArrayViewD, ArrayViewMut1, ArrayViewMut4};
 use rayon::prelude::*;
@@ -89,6 +89,17 @@ pub struct Backprop<'w> {
     pub output: ArrayView2<'w, f32>,
     /// Gradient with respect to the batch, when asked.
     pub input_grads: Option<ArrayView4<'w, f32>>,
+}
+
+impl<'w> Backprop<'w> {
+    /// The outputs and the input gradients of a pass that asked for them (attacks).
+    ///
+    /// # Panics
+    /// When the pass did not set [`Pass::input_grads`].
+    pub fn with_input_grads(self) -> (ArrayView2<'w, f32>, ArrayView4<'w, f32>) {
+        let grads = self.input_grads.expect("the pass asks for input gradients");
+        (self.output, grads)
+    }
 }
 
 /// Parameter gradients of a network, flat, with a view of each tensor.
@@ -226,11 +237,12 @@ impl<U: Upstream> Chunks<'_, U> {
             let (before, after) = b.acts.split_at_mut(i + 1);
             let (x, y) = (&before[i], &mut after[0]);
             let scratch = &mut b.scratch[i][..n * layers[i].scratch_len()];
-            layers[i].forward(
-                view(x, n, shapes[i]),
-                view_mut(y, n, shapes[i + 1]),
+            let pass = Forward {
+                x: view(x, n, shapes[i]),
+                y: view_mut(y, n, shapes[i + 1]),
                 scratch,
-            );
+            };
+            layers[i].forward(self.net.layer_params(i), pass);
             if self.l1[i - start] != 0.0 {
                 let sum: f32 = y[..n * shapes[i + 1].len()].iter().map(|v| v.abs()).sum();
                 l1[i - start] = f64::from(sum);
@@ -274,15 +286,18 @@ impl<U: Upstream> Chunks<'_, U> {
                 gx_input.take().map(|g| view_mut(g, n, shapes[i]))
             };
             let range = self.net.grad_ranges()[i].clone();
-            layers[i].backward(Backward {
-                x: view(x, n, shapes[i]),
-                y: view(y, n, shapes[i + 1]),
-                scratch: &mut b.scratch[i][..n * layers[i].scratch_len()],
-                gy: view_mut(gy, n, shapes[i + 1]),
-                gx,
-                grads: partial.as_deref_mut().map(|p| &mut p[range]),
-                mode: self.mode,
-            });
+            layers[i].backward(
+                self.net.layer_params(i),
+                Backward {
+                    x: view(x, n, shapes[i]),
+                    y: view(y, n, shapes[i + 1]),
+                    scratch: &mut b.scratch[i][..n * layers[i].scratch_len()],
+                    gy: view_mut(gy, n, shapes[i + 1]),
+                    gx,
+                    grads: partial.as_deref_mut().map(|p| &mut p[range]),
+                    mode: self.mode,
+                },
+            );
         }
         (loss, l1)
     }
@@ -514,10 +529,11 @@ impl Network {
         }
         if run.regularize {
             for i in layers {
-                let layer = &self.layers()[i];
-                totals.regularizer += layer.param_penalty();
+                let (layer, p) = (&self.layers()[i], self.layer_params(i));
+                totals.regularizer += layer.param_penalty(p);
                 if let Some(g) = grads.as_deref_mut() {
-                    layer.add_param_penalty_grad(&mut g.values[self.grad_ranges()[i].clone()]);
+                    let range = self.grad_ranges()[i].clone();
+                    layer.add_param_penalty_grad(p, &mut g.values[range]);
                 }
             }
         }

@@ -2,101 +2,61 @@
 //! over a chunk of samples stacked along the rows (single-threaded; the network
 //! spreads chunks over cores).
 
-use crate::nn::act::{backward_in_place, forward_in_place, keeps_preactivation};
-use crate::nn::gemm::matmul;
+use super::affine::{Affine, AffineBackward};
+use crate::nn::act::keeps_preactivation;
+use crate::nn::init::Init;
 use crate::nn::kernels::add_into;
-use crate::nn::layer::{tensor, values, values_in, values_mut, Backward, Layer, Params};
-use ndarray::{
-    Array1, Array4, ArrayView2, ArrayView3, ArrayView4, ArrayViewD, ArrayViewMut2, ArrayViewMut3,
-    ArrayViewMut4, ArrayViewMutD, Axis,
-};
-use spartan_core::spec::{ConvSpec, LayerSpec, Shape};
+use crate::nn::layer::{tensor, values, values_mut, Backward, Forward, Layer};
+use ndarray::{ArrayD, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, ArrayViewMut4, Axis};
+use rand::RngCore;
+use spartan_core::spec::{ConvSpec, Shape};
 
-/// A convolution layer's configuration and parameters.
+/// A convolution layer: weights `[k, k, C_in, C_out]` (as a `[k·k·C_in, C_out]`
+/// matrix, the GEMM's right operand), biases `[C_out]`.
 #[derive(Clone, Debug)]
 pub struct Conv {
-    spec: ConvSpec,
-    input: Shape,
-    output: Shape,
-    /// `[k, k, C_in, C_out]`: as a `[k·k·C_in, C_out]` matrix, the GEMM's right operand.
-    weight: Array4<f32>,
-    /// `[C_out]`.
-    bias: Array1<f32>,
+    pub(super) spec: ConvSpec,
+    pub(super) input: Shape,
+    pub(super) output: Shape,
+}
+
+/// Calls `f(image_at, cols_at)` for every row of every patch of a `k×k` window over an
+/// image of `(h, w, c)`: the `k·c` values at `image_at` in the image are the row that
+/// sits at `cols_at` in the patch matrix (`oh·ow × k·k·c`, one patch per output pixel).
+fn patch_rows((h, w, c): (usize, usize, usize), k: usize, mut f: impl FnMut(usize, usize)) {
+    let row = k * c;
+    let mut at = 0;
+    for oy in 0..=h - k {
+        for ox in 0..=w - k {
+            for ky in 0..k {
+                f(((oy + ky) * w + ox) * c, at);
+                at += row;
+            }
+        }
+    }
 }
 
 /// Copies the `k×k×C` patch under every output pixel of one image `x` (`h × w × C`)
 /// into a row of `cols` (`oh·ow × k·k·C`).
 pub fn im2col(x: ArrayView3<'_, f32>, k: usize, cols: ArrayViewMut2<'_, f32>) {
-    let (_, iw, c) = x.dim();
-    let ow = iw + 1 - k;
-    let (x, cols) = (values(&x), values_mut(cols));
-    let row = k * c;
-    let kkc = k * row;
-    for (oy, rows) in cols.chunks_exact_mut(ow * kkc).enumerate() {
-        for (ox, dst) in rows.chunks_exact_mut(kkc).enumerate() {
-            for (ky, d) in dst.chunks_exact_mut(row).enumerate() {
-                let src = ((oy + ky) * iw + ox) * c;
-                d.copy_from_slice(&x[src..src + row]);
-            }
-        }
-    }
+    let row = k * x.dim().2;
+    let (xs, cols) = (values(&x), values_mut(cols));
+    patch_rows(x.dim(), k, |src, dst| {
+        cols[dst..dst + row].copy_from_slice(&xs[src..src + row]);
+    });
 }
 
 /// Adjoint of [`im2col`]: scatters patch gradients back onto the image (overwrites `dx`).
 pub fn col2im(dcols: ArrayView2<'_, f32>, k: usize, dx: ArrayViewMut3<'_, f32>) {
-    let (_, iw, c) = dx.dim();
-    let ow = iw + 1 - k;
+    let (dim, row) = (dx.dim(), k * dx.dim().2);
     let (dcols, dx) = (values(&dcols), values_mut(dx));
-    let row = k * c;
-    let kkc = k * row;
     dx.fill(0.0);
-    for (oy, rows) in dcols.chunks_exact(ow * kkc).enumerate() {
-        for (ox, src) in rows.chunks_exact(kkc).enumerate() {
-            for (ky, s) in src.chunks_exact(row).enumerate() {
-                let dst = ((oy + ky) * iw + ox) * c;
-                add_into(&mut dx[dst..dst + row], s);
-            }
-        }
-    }
-}
-
-/// Adds each column of `rows` into `sums` (the bias gradient).
-pub fn add_column_sums(rows: ArrayView2<'_, f32>, sums: &mut [f32]) {
-    for row in values(&rows).chunks_exact(sums.len()) {
-        for (s, v) in sums.iter_mut().zip(row) {
-            *s += v;
-        }
-    }
+    patch_rows(dim, k, |dst, src| {
+        add_into(&mut dx[dst..dst + row], &dcols[src..src + row]);
+    });
 }
 
 impl Conv {
-    /// A layer with fresh or given parameters.
-    pub fn new(spec: ConvSpec, input: Shape, output: Shape, mut params: Params<'_>) -> Self {
-        let k = spec.kernel as usize;
-        let (ci, co) = (input.channels as usize, spec.filters as usize);
-        let weight = params.next(|init, rng| {
-            init.sample(
-                spec.activation,
-                rng,
-                k * k * ci * co,
-                (k * k * ci, k * k * co),
-            )
-        });
-        let bias = params.next(|_, _| vec![0.0; co]);
-        Conv {
-            spec,
-            input,
-            output,
-            weight: tensor((k, k, ci, co), weight),
-            bias: tensor(co, bias),
-        }
-    }
-
-    /// The weights, `[k, k, C_in, C_out]`.
-    pub fn weight(&self) -> ArrayView4<'_, f32> {
-        self.weight.view()
-    }
-
     /// Columns per patch: `k·k·C_in`.
     fn patch_len(&self) -> usize {
         let k = self.spec.kernel as usize;
@@ -117,27 +77,28 @@ impl Conv {
         }
     }
 
-    /// The weights as the GEMM's `[k·k·C_in, C_out]` matrix.
-    fn weight_matrix(&self) -> ArrayView2<'_, f32> {
+    /// `y = f(patches·W + b)`, the weights as the GEMM's `[k·k·C_in, C_out]` matrix.
+    fn affine<'p>(&self, p: &'p [ArrayD<f32>]) -> Affine<'p> {
         let (kkc, co) = (self.patch_len(), self.spec.filters as usize);
-        ArrayView2::from_shape((kkc, co), values(&self.weight.view())).expect("weight shape")
+        Affine {
+            w: ArrayView2::from_shape((kkc, co), values(&p[0].view())).expect("weight shape"),
+            b: &p[1],
+            act: self.spec.activation,
+        }
     }
-}
 
-/// Splits a conv's scratch into its pre-activations and its patch matrix.
-fn split_scratch<'s>(
-    conv: &Conv,
-    n: usize,
-    scratch: &'s mut [f32],
-) -> (&'s mut [f32], ArrayViewMut2<'s, f32>) {
-    let (pre, cols) = scratch.split_at_mut(n * conv.pre_len());
-    let rows = n * conv.pixels();
-    let cols = ArrayViewMut2::from_shape(
-        (rows, conv.patch_len()),
-        &mut cols[..rows * conv.patch_len()],
-    )
-    .expect("scratch sized by scratch_len");
-    (pre, cols)
+    /// Splits the scratch into the pre-activations and the patch matrix of `n` samples.
+    fn split_scratch<'s>(
+        &self,
+        n: usize,
+        scratch: &'s mut [f32],
+    ) -> (&'s mut [f32], ArrayViewMut2<'s, f32>) {
+        let (pre, cols) = scratch.split_at_mut(n * self.pre_len());
+        let dim = (n * self.pixels(), self.patch_len());
+        let cols = ArrayViewMut2::from_shape(dim, &mut cols[..dim.0 * dim.1])
+            .expect("scratch sized by scratch_len");
+        (pre, cols)
+    }
 }
 
 /// An `n × h × w × c` batch viewed as the GEMM's `[n·h·w, c]` matrix.
@@ -148,27 +109,12 @@ fn rows_of(y: ArrayViewMut4<'_, f32>) -> ArrayViewMut2<'_, f32> {
 }
 
 impl Layer for Conv {
-    fn spec(&self) -> LayerSpec {
-        LayerSpec::Conv(self.spec)
-    }
-
-    fn input_shape(&self) -> Shape {
-        self.input
-    }
-
-    fn output_shape(&self) -> Shape {
-        self.output
-    }
-
-    fn params(&self) -> Vec<ArrayViewD<'_, f32>> {
-        vec![self.weight.view().into_dyn(), self.bias.view().into_dyn()]
-    }
-
-    fn params_mut(&mut self) -> Vec<ArrayViewMutD<'_, f32>> {
-        vec![
-            self.weight.view_mut().into_dyn(),
-            self.bias.view_mut().into_dyn(),
-        ]
+    fn init(&self, init: Init, rng: &mut dyn RngCore) -> Vec<ArrayD<f32>> {
+        let k = self.spec.kernel as usize;
+        let (ci, co) = (self.input.channels as usize, self.spec.filters as usize);
+        let fans = (k * k * ci, k * k * co);
+        let weight = init.sample(self.spec.activation, rng, k * k * ci * co, fans);
+        vec![tensor(&[k, k, ci, co], weight), ArrayD::zeros(vec![co])]
     }
 
     fn scratch_len(&self) -> usize {
@@ -176,41 +122,33 @@ impl Layer for Conv {
     }
 
     /// The patches stay in the scratch for `backward`; pre-activations too for steps.
-    fn forward(&self, x: ArrayView4<'_, f32>, y: ArrayViewMut4<'_, f32>, scratch: &mut [f32]) {
-        let n = x.dim().0;
+    fn forward(&self, p: &[ArrayD<f32>], Forward { x, y, scratch }: Forward<'_>) {
         let k = self.spec.kernel as usize;
-        let (pre, mut cols) = split_scratch(self, n, scratch);
+        let (pre, mut cols) = self.split_scratch(x.dim().0, scratch);
         for (xs, c) in x
             .outer_iter()
             .zip(cols.axis_chunks_iter_mut(Axis(0), self.pixels()))
         {
             im2col(xs, k, c);
         }
-        let mut y = rows_of(y);
-        for mut px in y.rows_mut() {
-            px.assign(&self.bias);
-        }
-        matmul(y.view_mut(), cols.view(), self.weight_matrix(), true);
-        let keep = (!pre.is_empty()).then_some(pre);
-        forward_in_place(self.spec.activation, values_mut(y), keep);
+        self.affine(p).forward(cols.view(), rows_of(y), pre);
     }
 
     /// Writes the input gradient through the patch matrix (clobbering it).
-    fn backward(&self, b: Backward<'_>) {
-        let n = b.x.dim().0;
+    fn backward(&self, p: &[ArrayD<f32>], b: Backward<'_>) {
         let k = self.spec.kernel as usize;
-        let (pre, mut cols) = split_scratch(self, n, b.scratch);
-        let mut gy = rows_of(b.gy);
-        let out = values(&b.y);
-        backward_in_place(self.spec.activation, b.mode, pre, out, values_in(&mut gy));
-        if let Some(grads) = b.grads {
-            let (gw, gb) = grads.split_at_mut(self.weight.len());
-            add_column_sums(gy.view(), gb);
-            let gw = ArrayViewMut2::from_shape(self.weight_matrix().dim(), gw).expect("grad shape");
-            matmul(gw, cols.t(), gy.view(), true);
-        }
+        let (pre, mut cols) = self.split_scratch(b.x.dim().0, b.scratch);
+        let affine = self.affine(p);
+        let pass = AffineBackward {
+            a: cols.view(),
+            pre,
+            y: values(&b.y),
+            gy: rows_of(b.gy),
+            mode: b.mode,
+        };
+        let gz = affine.backward(pass, b.grads);
         if let Some(mut gx) = b.gx {
-            matmul(cols.view_mut(), gy.view(), self.weight_matrix().t(), false);
+            affine.input_grad(gz.view(), cols.view_mut());
             for (dc, g) in cols
                 .axis_chunks_iter(Axis(0), self.pixels())
                 .zip(gx.outer_iter_mut())
@@ -218,9 +156,5 @@ impl Layer for Conv {
                 col2im(dc, k, g);
             }
         }
-    }
-
-    fn clone_box(&self) -> Box<dyn Layer> {
-        Box::new(self.clone())
     }
 }

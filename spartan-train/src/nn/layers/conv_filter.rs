@@ -6,95 +6,46 @@
 //! activation), so the trainer, the float path and the bit tables agree bit for bit.
 
 use crate::nn::act::backward_in_place;
-use crate::nn::layer::{tensor, values, values_in, values_mut, Backward, Layer, Params};
-use ndarray::{Array1, Array2, ArrayView2, ArrayView4, ArrayViewD, ArrayViewMut4, ArrayViewMutD};
-use rand::Rng;
-use spartan_core::filter::{conv_filter_preactivation, initial_step_bias, FilterKind, FilterSpec};
-use spartan_core::spec::{LayerSpec, Shape};
+use crate::nn::init::Init;
+use crate::nn::layer::{tensor, values, values_in, values_mut, Backward, Forward, Layer};
+use ndarray::ArrayD;
+use rand::{Rng, RngCore};
+use spartan_core::filter::{conv_filter_preactivation, initial_step_bias, FilterSpec};
+use spartan_core::spec::Shape;
 
-/// A Conv-Filtering layer's configuration and parameters.
+/// A Conv-Filtering layer: weights `[C, β]`, biases `[β]`.
 #[derive(Clone, Debug)]
 pub struct ConvFilter {
-    spec: FilterSpec,
-    input: Shape,
-    output: Shape,
-    /// `[C, β]`.
-    weight: Array2<f32>,
-    /// `[β]`.
-    bias: Array1<f32>,
-}
-
-impl ConvFilter {
-    /// A layer with fresh or given parameters. Fresh: `w = 1`, `b_k = -(k+1)/(β+1)`
-    /// (evenly spread thresholds) for steps; `w ~ U(1, 1.5)`, `b ~ U(0.05, 0.5)` for
-    /// cosines.
-    pub fn new(spec: FilterSpec, input: Shape, output: Shape, mut params: Params<'_>) -> Self {
-        debug_assert_eq!(spec.kind, FilterKind::Conv);
-        let (c, beta) = (input.channels as usize, spec.beta as usize);
-        let cosine = spec.activation.is_cosine();
-        let weight = params.next(|_, rng| {
-            if cosine {
-                (0..c * beta).map(|_| rng.random_range(1.0..1.5)).collect()
-            } else {
-                vec![1.0; c * beta]
-            }
-        });
-        let bias = params.next(|_, rng| {
-            if cosine {
-                (0..beta).map(|_| rng.random_range(0.05..0.5)).collect()
-            } else {
-                (0..beta).map(|k| initial_step_bias(k, beta)).collect()
-            }
-        });
-        ConvFilter {
-            spec,
-            input,
-            output,
-            weight: tensor((c, beta), weight),
-            bias: tensor(beta, bias),
-        }
-    }
-
-    /// The weights, `[C, β]`.
-    pub fn weight(&self) -> ArrayView2<'_, f32> {
-        self.weight.view()
-    }
+    pub(super) spec: FilterSpec,
+    pub(super) input: Shape,
 }
 
 impl Layer for ConvFilter {
-    fn spec(&self) -> LayerSpec {
-        LayerSpec::Filter(self.spec)
+    /// `w = 1`, `b_k = -(k+1)/(β+1)` (evenly spread thresholds) for steps;
+    /// `w ~ U(1, 1.5)`, `b ~ U(0.05, 0.5)` for cosines.
+    fn init(&self, _: Init, rng: &mut dyn RngCore) -> Vec<ArrayD<f32>> {
+        let (c, beta) = (self.input.channels as usize, self.spec.beta as usize);
+        let (weight, bias) = if self.spec.activation.is_cosine() {
+            let w = (0..c * beta).map(|_| rng.random_range(1.0..1.5)).collect();
+            (w, (0..beta).map(|_| rng.random_range(0.05..0.5)).collect())
+        } else {
+            let b = (0..beta).map(|k| initial_step_bias(k, beta)).collect();
+            (vec![1.0; c * beta], b)
+        };
+        vec![tensor(&[c, beta], weight), tensor(&[beta], bias)]
     }
 
-    fn input_shape(&self) -> Shape {
-        self.input
-    }
-
-    fn output_shape(&self) -> Shape {
-        self.output
-    }
-
-    fn params(&self) -> Vec<ArrayViewD<'_, f32>> {
-        vec![self.weight.view().into_dyn(), self.bias.view().into_dyn()]
-    }
-
-    fn params_mut(&mut self) -> Vec<ArrayViewMutD<'_, f32>> {
-        vec![
-            self.weight.view_mut().into_dyn(),
-            self.bias.view_mut().into_dyn(),
-        ]
-    }
-
-    /// Pre-activations (steps need them).
+    /// Pre-activations (steps need them): `h·w·β`.
     fn scratch_len(&self) -> usize {
-        self.output.len()
+        let (i, beta) = (self.input, self.spec.beta as usize);
+        i.height as usize * i.width as usize * beta
     }
 
-    fn forward(&self, x: ArrayView4<'_, f32>, y: ArrayViewMut4<'_, f32>, pre: &mut [f32]) {
+    fn forward(&self, p: &[ArrayD<f32>], Forward { x, y, scratch: pre }: Forward<'_>) {
         let c = self.input.channels as usize;
         let beta = self.spec.beta as usize;
         let act = self.spec.activation;
-        let (w, b) = (values(&self.weight.view()), values(&self.bias.view()));
+        let (w, b) = (values(&p[0].view()), values(&p[1].view()));
         let pixels = values(&x)
             .chunks_exact(c)
             .zip(pre.chunks_exact_mut(beta))
@@ -107,15 +58,16 @@ impl Layer for ConvFilter {
         }
     }
 
-    fn backward(&self, b: Backward<'_>) {
+    fn backward(&self, p: &[ArrayD<f32>], b: Backward<'_>) {
         let c = self.input.channels as usize;
         let beta = self.spec.beta as usize;
+        let w = values(&p[0].view());
         let mut gy = b.gy;
         let dz = values_in(&mut gy);
         backward_in_place(self.spec.activation, b.mode, b.scratch, values(&b.y), dz);
         let dz: &[f32] = dz;
         if let Some(grads) = b.grads {
-            let (gw, gb) = grads.split_at_mut(self.weight.len());
+            let (gw, gb) = grads.split_at_mut(w.len());
             for (px, dzp) in values(&b.x).chunks_exact(c).zip(dz.chunks_exact(beta)) {
                 for (k, &g) in dzp.iter().enumerate() {
                     gb[k] += g;
@@ -126,7 +78,6 @@ impl Layer for ConvFilter {
             }
         }
         if let Some(gx) = b.gx {
-            let w = values(&self.weight.view());
             for (gpx, dzp) in values_mut(gx)
                 .chunks_exact_mut(c)
                 .zip(dz.chunks_exact(beta))
@@ -140,9 +91,5 @@ impl Layer for ConvFilter {
 
     fn activity_l1(&self) -> f32 {
         self.spec.sf
-    }
-
-    fn clone_box(&self) -> Box<dyn Layer> {
-        Box::new(self.clone())
     }
 }

@@ -1,24 +1,18 @@
 //! Fully connected layer over the flattened (h, w, c) input; weights `[N_in, N_out]`.
 
-use super::conv::add_column_sums;
-use crate::nn::act::{backward_in_place, forward_in_place, keeps_preactivation};
-use crate::nn::gemm::matmul;
-use crate::nn::layer::{tensor, values, values_in, values_mut, Backward, Layer, Params};
-use ndarray::{
-    Array1, Array2, ArrayView2, ArrayView4, ArrayViewD, ArrayViewMut2, ArrayViewMut4,
-    ArrayViewMutD, Dimension,
-};
-use spartan_core::spec::{DenseSpec, LayerSpec, Shape};
+use super::affine::{Affine, AffineBackward};
+use crate::nn::act::keeps_preactivation;
+use crate::nn::init::Init;
+use crate::nn::layer::{tensor, values, values_mut, Backward, Forward, Layer};
+use ndarray::{ArrayD, ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4, Dimension};
+use rand::RngCore;
+use spartan_core::spec::{DenseSpec, Shape};
 
-/// A dense layer's configuration and parameters.
+/// A dense layer: weights `[N_in, N_out]`, biases `[N_out]`.
 #[derive(Clone, Debug)]
 pub struct Dense {
-    spec: DenseSpec,
-    input: Shape,
-    /// `[N_in, N_out]`.
-    weight: Array2<f32>,
-    /// `[N_out]`.
-    bias: Array1<f32>,
+    pub(super) spec: DenseSpec,
+    pub(super) input: Shape,
 }
 
 /// A batch as the `[n, h·w·c]` matrix of its flattened samples.
@@ -36,47 +30,22 @@ fn flat_mut(x: ArrayViewMut4<'_, f32>) -> ArrayViewMut2<'_, f32> {
 }
 
 impl Dense {
-    /// A layer with fresh or given parameters.
-    pub fn new(spec: DenseSpec, input: Shape, mut params: Params<'_>) -> Self {
-        let (ni, no) = (input.len(), spec.units as usize);
-        let weight = params.next(|init, rng| init.sample(spec.activation, rng, ni * no, (ni, no)));
-        let bias = params.next(|_, _| vec![0.0; no]);
-        Dense {
-            spec,
-            input,
-            weight: tensor((ni, no), weight),
-            bias: tensor(no, bias),
+    /// `y = f(x·W + b)` over the flattened samples.
+    fn affine<'p>(&self, p: &'p [ArrayD<f32>]) -> Affine<'p> {
+        let dim = (self.input.len(), self.spec.units as usize);
+        Affine {
+            w: ArrayView2::from_shape(dim, values(&p[0].view())).expect("weight shape"),
+            b: &p[1],
+            act: self.spec.activation,
         }
-    }
-
-    /// The weights, `[N_in, N_out]`.
-    pub fn weight(&self) -> ArrayView2<'_, f32> {
-        self.weight.view()
     }
 }
 
 impl Layer for Dense {
-    fn spec(&self) -> LayerSpec {
-        LayerSpec::Dense(self.spec)
-    }
-
-    fn input_shape(&self) -> Shape {
-        self.input
-    }
-
-    fn output_shape(&self) -> Shape {
-        Shape::new(1, 1, self.spec.units)
-    }
-
-    fn params(&self) -> Vec<ArrayViewD<'_, f32>> {
-        vec![self.weight.view().into_dyn(), self.bias.view().into_dyn()]
-    }
-
-    fn params_mut(&mut self) -> Vec<ArrayViewMutD<'_, f32>> {
-        vec![
-            self.weight.view_mut().into_dyn(),
-            self.bias.view_mut().into_dyn(),
-        ]
+    fn init(&self, init: Init, rng: &mut dyn RngCore) -> Vec<ArrayD<f32>> {
+        let (ni, no) = (self.input.len(), self.spec.units as usize);
+        let weight = init.sample(self.spec.activation, rng, ni * no, (ni, no));
+        vec![tensor(&[ni, no], weight), ArrayD::zeros(vec![no])]
     }
 
     fn scratch_len(&self) -> usize {
@@ -87,34 +56,22 @@ impl Layer for Dense {
         }
     }
 
-    fn forward(&self, x: ArrayView4<'_, f32>, y: ArrayViewMut4<'_, f32>, scratch: &mut [f32]) {
-        let mut y = flat_mut(y);
-        for mut row in y.rows_mut() {
-            row.assign(&self.bias);
-        }
-        matmul(y.view_mut(), flat(x), self.weight.view(), true);
-        let keep = (!scratch.is_empty()).then_some(scratch);
-        forward_in_place(self.spec.activation, values_mut(y), keep);
+    fn forward(&self, p: &[ArrayD<f32>], Forward { x, y, scratch }: Forward<'_>) {
+        self.affine(p).forward(flat(x), flat_mut(y), scratch);
     }
 
-    fn backward(&self, b: Backward<'_>) {
-        let x = flat(b.x);
-        let mut gy = flat_mut(b.gy);
-        let out = values(&b.y);
-        let g = values_in(&mut gy);
-        backward_in_place(self.spec.activation, b.mode, b.scratch, out, g);
-        if let Some(grads) = b.grads {
-            let (gw, gb) = grads.split_at_mut(self.weight.len());
-            add_column_sums(gy.view(), gb);
-            let gw = ArrayViewMut2::from_shape(self.weight.dim(), gw).expect("grad shape");
-            matmul(gw, x.t(), gy.view(), true);
-        }
+    fn backward(&self, p: &[ArrayD<f32>], b: Backward<'_>) {
+        let affine = self.affine(p);
+        let pass = AffineBackward {
+            a: flat(b.x),
+            pre: b.scratch,
+            y: values(&b.y),
+            gy: flat_mut(b.gy),
+            mode: b.mode,
+        };
+        let gz = affine.backward(pass, b.grads);
         if let Some(gx) = b.gx {
-            matmul(flat_mut(gx), gy.view(), self.weight.t(), false);
+            affine.input_grad(gz.view(), flat_mut(gx));
         }
-    }
-
-    fn clone_box(&self) -> Box<dyn Layer> {
-        Box::new(self.clone())
     }
 }

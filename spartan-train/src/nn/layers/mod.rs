@@ -1,5 +1,6 @@
 //! The layer kinds, one file each, and [`build`], the one place a spec becomes a layer.
 
+mod affine;
 pub mod conv;
 pub mod conv_filter;
 pub mod dense;
@@ -12,20 +13,32 @@ pub use dense::Dense;
 pub use offset_filter::OffsetFilter;
 pub use pool::MaxPool;
 
-use super::layer::{Layer, Params};
+use super::layer::Layer;
 use spartan_core::filter::FilterKind;
 use spartan_core::spec::{LayerSpec, Shape};
+use std::sync::Arc;
 
-/// The layer `spec` describes, between samples of shape `input` and `output`, with
-/// fresh or given parameters.
-pub fn build(spec: LayerSpec, input: Shape, output: Shape, params: Params<'_>) -> Box<dyn Layer> {
+/// The layer `spec` describes, between samples of shape `input` and `output`.
+pub fn build(spec: LayerSpec, input: Shape, output: Shape) -> Arc<dyn Layer> {
     match spec {
-        LayerSpec::Filter(f) if f.kind == FilterKind::Conv => {
-            Box::new(ConvFilter::new(f, input, output, params))
+        LayerSpec::Filter(spec) if spec.kind == FilterKind::Conv => {
+            Arc::new(ConvFilter { spec, input })
         }
-        LayerSpec::Filter(f) => Box::new(OffsetFilter::new(f, input, output, params)),
-        LayerSpec::Conv(c) => Box::new(Conv::new(c, input, output, params)),
-        LayerSpec::MaxPool(p) => Box::new(MaxPool::new(p, input, output)),
-        LayerSpec::Dense(d) => Box::new(Dense::new(d, input, params)),
+        LayerSpec::Filter(spec) => Arc::new(OffsetFilter {
+            spec,
+            input,
+            output,
+        }),
+        LayerSpec::Conv(spec) => Arc::new(Conv {
+            spec,
+            input,
+            output,
+        }),
+        LayerSpec::MaxPool(spec) => Arc::new(MaxPool {
+            spec,
+            input,
+            output,
+        }),
+        LayerSpec::Dense(spec) => Arc::new(Dense { spec, input }),
     }
 }

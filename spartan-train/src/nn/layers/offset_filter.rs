@@ -7,76 +7,39 @@
 //! so the trainer, the float path and the bit tables agree bit for bit.
 
 use crate::nn::act::backward_in_place;
-use crate::nn::layer::{tensor, values, values_in, values_mut, Backward, Layer, Params};
-use ndarray::{Array3, ArrayView3, ArrayView4, ArrayViewD, ArrayViewMut4, ArrayViewMutD};
+use crate::nn::init::Init;
+use crate::nn::layer::{tensor, values, values_in, values_mut, Backward, Forward, Layer};
+use ndarray::ArrayD;
+use rand::RngCore;
 use spartan_core::filter::{
     binary_entropy, binary_entropy_grad, initial_step_bias, offset_rescaled_threshold,
-    unit_preactivation, FilterKind, FilterSpec,
+    unit_preactivation, FilterSpec,
 };
-use spartan_core::spec::{LayerSpec, Shape};
+use spartan_core::spec::Shape;
 
 /// Lowest and highest input value (pixels are `u8 / 255`): Offset thresholds live here,
 /// and `offset_rescaled_threshold` of the core assumes exactly this range.
 pub const INPUT_RANGE: (f32, f32) = (0.0, 1.0);
 
-/// An Offset-Filtering layer's configuration and thresholds.
+/// An Offset-Filtering layer: biases `[H, W, C·β]`, output `(p, c·β + k)` being input
+/// `(p, c)` against threshold `k` (`τ = -b`).
 #[derive(Clone, Debug)]
 pub struct OffsetFilter {
-    spec: FilterSpec,
-    input: Shape,
-    output: Shape,
-    /// `[H, W, C·β]`: output `(p, c·β + k)` is input `(p, c)` against threshold `k`.
-    bias: Array3<f32>,
-}
-
-impl OffsetFilter {
-    /// A layer with fresh (`τ = (k+1)/(β+1)`, evenly spread) or given biases.
-    pub fn new(spec: FilterSpec, input: Shape, output: Shape, mut params: Params<'_>) -> Self {
-        debug_assert_eq!(spec.kind, FilterKind::Offset);
-        let beta = spec.beta as usize;
-        let bias = params.next(|_, _| {
-            (0..output.len())
-                .map(|o| initial_step_bias(o % beta, beta))
-                .collect()
-        });
-        let dims = (
-            output.height as usize,
-            output.width as usize,
-            output.channels as usize,
-        );
-        OffsetFilter {
-            spec,
-            input,
-            output,
-            bias: tensor(dims, bias),
-        }
-    }
-
-    /// The biases, `[H, W, C·β]` (thresholds `τ = -b`).
-    pub fn bias(&self) -> ArrayView3<'_, f32> {
-        self.bias.view()
-    }
+    pub(super) spec: FilterSpec,
+    pub(super) input: Shape,
+    pub(super) output: Shape,
 }
 
 impl Layer for OffsetFilter {
-    fn spec(&self) -> LayerSpec {
-        LayerSpec::Filter(self.spec)
-    }
-
-    fn input_shape(&self) -> Shape {
-        self.input
-    }
-
-    fn output_shape(&self) -> Shape {
-        self.output
-    }
-
-    fn params(&self) -> Vec<ArrayViewD<'_, f32>> {
-        vec![self.bias.view().into_dyn()]
-    }
-
-    fn params_mut(&mut self) -> Vec<ArrayViewMutD<'_, f32>> {
-        vec![self.bias.view_mut().into_dyn()]
+    /// `τ = (k+1)/(β+1)` for the `k`-th threshold of every element (evenly spread).
+    fn init(&self, _: Init, _: &mut dyn RngCore) -> Vec<ArrayD<f32>> {
+        let beta = self.spec.beta as usize;
+        let o = self.output;
+        let bias = (0..o.len())
+            .map(|i| initial_step_bias(i % beta, beta))
+            .collect();
+        let dims = [o.height as usize, o.width as usize, o.channels as usize];
+        vec![tensor(&dims, bias)]
     }
 
     /// Pre-activations (steps need them).
@@ -84,10 +47,10 @@ impl Layer for OffsetFilter {
         self.output.len()
     }
 
-    fn forward(&self, x: ArrayView4<'_, f32>, y: ArrayViewMut4<'_, f32>, pre: &mut [f32]) {
+    fn forward(&self, p: &[ArrayD<f32>], Forward { x, y, scratch: pre }: Forward<'_>) {
         let beta = self.spec.beta as usize;
         let act = self.spec.activation;
-        let b = values(&self.bias.view());
+        let b = values(&p[0].view());
         let out_len = self.output.len();
         let samples = values(&x)
             .chunks_exact(self.input.len())
@@ -102,7 +65,7 @@ impl Layer for OffsetFilter {
         }
     }
 
-    fn backward(&self, b: Backward<'_>) {
+    fn backward(&self, _: &[ArrayD<f32>], b: Backward<'_>) {
         let beta = self.spec.beta as usize;
         let out_len = self.output.len();
         let mut gy = b.gy;
@@ -124,29 +87,21 @@ impl Layer for OffsetFilter {
     }
 
     /// `sf · Σ h(B_i)`, data independent.
-    fn param_penalty(&self) -> f32 {
-        self.spec.sf
-            * self
-                .bias
-                .iter()
-                .map(|&b| binary_entropy(offset_rescaled_threshold(b)))
-                .sum::<f32>()
+    fn param_penalty(&self, p: &[ArrayD<f32>]) -> f32 {
+        let entropy = |&b: &f32| binary_entropy(offset_rescaled_threshold(b));
+        self.spec.sf * p[0].iter().map(entropy).sum::<f32>()
     }
 
     /// `d(sf Σ h(B))/db = -sf · h'(B)` (with `B = -b`).
-    fn add_param_penalty_grad(&self, grads: &mut [f32]) {
-        for (g, &b) in grads.iter_mut().zip(&self.bias) {
+    fn add_param_penalty_grad(&self, p: &[ArrayD<f32>], grads: &mut [f32]) {
+        for (g, &b) in grads.iter_mut().zip(&p[0]) {
             *g -= self.spec.sf * binary_entropy_grad(offset_rescaled_threshold(b));
         }
     }
 
     /// Keeps thresholds `τ = -b` inside the input range.
-    fn project(&mut self) {
+    fn project(&self, p: &mut [ArrayD<f32>]) {
         let (lo, hi) = INPUT_RANGE;
-        self.bias.mapv_inplace(|b| b.clamp(-hi, -lo));
-    }
-
-    fn clone_box(&self) -> Box<dyn Layer> {
-        Box::new(self.clone())
+        p[0].mapv_inplace(|b| b.clamp(-hi, -lo));
     }
 }

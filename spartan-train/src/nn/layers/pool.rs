@@ -1,28 +1,19 @@
 //! Non-overlapping max pooling (window = stride, floor), NHWC.
 
 use crate::nn::kernels::{max_pool_backward_sample, max_pool_sample, PoolGeometry};
-use crate::nn::layer::{values, values_mut, Backward, Layer};
-use ndarray::{ArrayView4, ArrayViewMut4};
-use spartan_core::spec::{LayerSpec, PoolSpec, Shape};
+use crate::nn::layer::{values, values_mut, Backward, Forward, Layer};
+use ndarray::ArrayD;
+use spartan_core::spec::{PoolSpec, Shape};
 
 /// A max-pooling layer (no parameters).
 #[derive(Clone, Debug)]
 pub struct MaxPool {
-    spec: PoolSpec,
-    input: Shape,
-    output: Shape,
+    pub(super) spec: PoolSpec,
+    pub(super) input: Shape,
+    pub(super) output: Shape,
 }
 
 impl MaxPool {
-    /// A pooling layer between these shapes.
-    pub fn new(spec: PoolSpec, input: Shape, output: Shape) -> Self {
-        MaxPool {
-            spec,
-            input,
-            output,
-        }
-    }
-
     fn geometry(&self) -> PoolGeometry {
         PoolGeometry {
             in_width: self.input.width as usize,
@@ -35,19 +26,7 @@ impl MaxPool {
 }
 
 impl Layer for MaxPool {
-    fn spec(&self) -> LayerSpec {
-        LayerSpec::MaxPool(self.spec)
-    }
-
-    fn input_shape(&self) -> Shape {
-        self.input
-    }
-
-    fn output_shape(&self) -> Shape {
-        self.output
-    }
-
-    fn forward(&self, x: ArrayView4<'_, f32>, y: ArrayViewMut4<'_, f32>, _scratch: &mut [f32]) {
+    fn forward(&self, _: &[ArrayD<f32>], Forward { x, y, .. }: Forward<'_>) {
         let g = self.geometry();
         let (x, y) = (values(&x), values_mut(y));
         for (xs, ys) in x
@@ -60,7 +39,7 @@ impl Layer for MaxPool {
 
     /// Each output gradient goes to the first input that holds the window's maximum
     /// (the same tie rule as the forward `>` comparison).
-    fn backward(&self, b: Backward<'_>) {
+    fn backward(&self, _: &[ArrayD<f32>], b: Backward<'_>) {
         let Some(gx) = b.gx else {
             return;
         };
@@ -76,9 +55,5 @@ impl Layer for MaxPool {
         for (((xs, ys), gys), gxs) in samples {
             max_pool_backward_sample(xs, ys, gys, g, gxs);
         }
-    }
-
-    fn clone_box(&self) -> Box<dyn Layer> {
-        Box::new(self.clone())
     }
 }
