@@ -12,9 +12,11 @@ pub mod loss;
 pub mod network;
 pub mod optim;
 pub mod pass;
+pub mod workspace;
 
 pub use act::GradMode;
 pub use init::Init;
 pub use layer::{Backward, Forward, Layer};
 pub use network::Network;
-pub use pass::{Backprop, Gradients, Pass, Totals, Workspace};
+pub use pass::{Backprop, Gradients, Pass, Totals};
+pub use workspace::Workspace;

@@ -11,11 +11,11 @@
 use super::act::GradMode;
 use super::layer::{Backward, Forward};
 use super::network::Network;
+use super::workspace::{ChunkBuffers, Workspace};
 use ndarray::{ArrayView1, ArrayView2, ArrayView4, ArrayViewD, ArrayViewMut1, ArrayViewMut4};
 use rayon::prelude::*;
 use spartan_core::spec::Shape;
 use std::ops::Range;
-use std::sync::Mutex;
 
 /// Samples per chunk (measured best on the 2-core dev machine: 1–2).
 pub const CHUNK: usize = 2;
@@ -135,61 +135,6 @@ impl Gradients {
     /// All gradients, flat, layer by layer ([`Network::grad_ranges`]).
     pub fn values(&self) -> &[f32] {
         &self.values
-    }
-}
-
-/// Buffers of one worker thread for one chunk, indexed by layer.
-#[derive(Debug, Default)]
-struct ChunkBuffers {
-    /// `acts[i]`: input of layer `i` (`acts[i + 1]` its output).
-    acts: Vec<Vec<f32>>,
-    /// What layer `i`'s forward leaves for its backward.
-    scratch: Vec<Vec<f32>>,
-    /// `grads[i]`: loss gradient with respect to `acts[i]`.
-    grads: Vec<Vec<f32>>,
-}
-
-/// Grows `bufs[i]` to at least `len` values.
-fn fit(bufs: &mut Vec<Vec<f32>>, i: usize, len: usize) {
-    if bufs.len() <= i {
-        bufs.resize_with(i + 1, Vec::new);
-    }
-    if bufs[i].len() < len {
-        bufs[i].resize(len, 0.0);
-    }
-}
-
-impl ChunkBuffers {
-    /// Makes room for `layers` of `net` over one chunk.
-    fn fit(&mut self, net: &Network, layers: &Range<usize>, backward: bool) {
-        let shapes = net.shapes().iter().enumerate();
-        for (i, s) in shapes.take(layers.end + 1).skip(layers.start) {
-            fit(&mut self.acts, i, CHUNK * s.len());
-            if backward {
-                fit(&mut self.grads, i, CHUNK * s.len());
-            }
-        }
-        for i in layers.clone() {
-            fit(&mut self.scratch, i, CHUNK * net.layers()[i].scratch_len());
-        }
-    }
-}
-
-/// The buffers passes need, owned by the caller and reused across calls (as
-/// `spartan-core`'s arena): per-thread chunk buffers, partial gradients, the outputs
-/// and the input gradients of the last pass. Grows to fit whatever it is used with.
-#[derive(Debug, Default)]
-pub struct Workspace {
-    threads: Vec<Mutex<ChunkBuffers>>,
-    partials: Vec<Vec<f32>>,
-    output: Vec<f32>,
-    input_grads: Vec<f32>,
-}
-
-impl Workspace {
-    /// An empty workspace.
-    pub fn new() -> Self {
-        Self::default()
     }
 }
 
@@ -355,13 +300,13 @@ impl Network {
 
     /// Forward and backward of a batch through `pass.layers`. For sample `i`,
     /// `upstream(i, output, grad)` writes the loss gradient of its output row and returns
-    /// its loss contribution. Parameter gradients of the pass's layers go to `grads`
-    /// when given (overwritten; other layers' are left as they are), input gradients to
-    /// the returned [`Backprop`] when `pass.input_grads`.
+    /// its loss contribution. Parameter gradients go to `grads` when given (all
+    /// overwritten: zero for layers outside the pass), input gradients to the returned
+    /// [`Backprop`] when `pass.input_grads`.
     ///
     /// # Panics
-    /// When the range is not within the network or `x` does not hold inputs of its
-    /// first layer.
+    /// When the range is not within the network, `x` does not hold inputs of its first
+    /// layer, or `grads` are another network's.
     pub fn backward<'w>(
         &self,
         x: ArrayView4<'_, f32>,
@@ -424,6 +369,8 @@ impl Network {
         let backward = run.upstream.is_some();
         if let Some(g) = grads.as_deref() {
             let total = g.values.len();
+            let want = self.grad_ranges().last().map_or(0, |r| r.end);
+            assert_eq!(total, want, "gradients of another network");
             if ws.partials.len() < chunks {
                 ws.partials.resize_with(chunks, Vec::new);
             }
