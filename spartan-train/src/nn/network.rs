@@ -98,7 +98,7 @@ impl Network {
         &self.shapes
     }
 
-    /// The layers, in order (each says what it is through [`Layer::spec`]).
+    /// The layers, in order (`spec().layers[i]` says what layer `i` is).
     pub fn layers(&self) -> &[Arc<dyn Layer>] {
         &self.layers
     }
