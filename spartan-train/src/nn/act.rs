@@ -103,6 +103,20 @@ mod tests {
         }
     }
 
+    /// The exact derivative is zero through every step, and leaves ReLU's alone.
+    #[test]
+    fn exact_mode_stops_gradients_at_steps_only() {
+        let z = [-1.0f32, 0.5, 2.0];
+        for act in [Activation::Hsat, Activation::CosHsnd { sigma: 1.0 }] {
+            let mut g = [1.0f32; 3];
+            backward_in_place(act, GradMode::Exact, &z, &[0.0, 1.0, 1.0], &mut g);
+            assert_eq!(g, [0.0; 3], "{act}");
+        }
+        let mut g = [1.0f32; 3];
+        backward_in_place(Activation::Relu, GradMode::Exact, &z, &[0.0, 0.5, 2.0], &mut g);
+        assert_eq!(g, [0.0, 1.0, 1.0]);
+    }
+
     #[test]
     fn identity_bpda_passes_steps_through() {
         let z = [-1.0f32, 0.5, 2.0];
