@@ -101,7 +101,7 @@ pub enum Observation {
 impl fmt::Display for Observation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Observation::Silence(d) => write!(f, "no reply within {d:.2?}"),
+            Observation::Silence(d) => write!(f, "no reply within {:.2} s", d.as_secs_f64()),
             Observation::Broken(e) => write!(f, "{e} from the device"),
             Observation::Error(code) => write!(f, "error reply: {code}"),
             Observation::StrayError(code) => write!(f, "error reply to an unknown frame: {code}"),
@@ -109,7 +109,7 @@ impl fmt::Display for Observation {
     }
 }
 
-/// Everything a request saw, in order (repeats counted).
+/// Everything a request saw, in order (repeats of the same description counted).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Seen(pub Vec<Observation>);
 
@@ -118,18 +118,15 @@ impl fmt::Display for Seen {
         if self.0.is_empty() {
             return f.write_str("nothing");
         }
-        let mut first = true;
-        for run in self.0.chunk_by(|a, b| a == b) {
-            if !first {
-                f.write_str("; ")?;
-            }
-            first = false;
-            write!(f, "{}", run[0])?;
-            if run.len() > 1 {
-                write!(f, " (×{})", run.len())?;
-            }
-        }
-        Ok(())
+        let described: Vec<String> = self.0.iter().map(|o| o.to_string()).collect();
+        let runs: Vec<String> = described
+            .chunk_by(|a, b| a == b)
+            .map(|run| match run.len() {
+                1 => run[0].clone(),
+                n => format!("{} (×{n})", run[0]),
+            })
+            .collect();
+        f.write_str(&runs.join("; "))
     }
 }
 

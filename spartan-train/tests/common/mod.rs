@@ -199,7 +199,11 @@ fn serve(mut port: TTYPort, b: Behaviour, stop: &AtomicBool) -> Log {
             if b.noise {
                 for _ in 0..1 + next(&mut seed) % 40 {
                     let r = next(&mut seed);
-                    wire.push(if r.is_multiple_of(5) { 0 } else { (r >> 8) as u8 });
+                    wire.push(if r.is_multiple_of(5) {
+                        0
+                    } else {
+                        (r >> 8) as u8
+                    });
                 }
             }
             if b.stray_a5 {
