@@ -56,6 +56,7 @@ fn spartan_device_serial_classifies_100_images_on_a_pseudo_terminal() {
         String::from_utf8_lossy(&out.stderr),
     );
     assert!(out.status.success(), "{stdout}\n{stderr}");
+    println!("{stdout}"); // the run's report, for `cargo test -- --nocapture`
     assert!(
         stdout.contains("(100/100)") || stdout.contains("/100) in"),
         "{stdout}"
@@ -89,6 +90,7 @@ fn spartan_device_on_a_silent_port_exits_non_zero_within_3_s() {
         Duration::from_secs(30),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("exit after {took:?}: {stderr}");
     assert!(!out.status.success(), "{stderr}");
     assert!(took < Duration::from_secs(3), "took {took:?}");
     assert!(!stderr.contains("panicked"), "{stderr}");

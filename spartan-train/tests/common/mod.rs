@@ -239,6 +239,9 @@ pub fn within<T: Send + 'static>(
     });
     match rx.recv_timeout(limit) {
         Ok(v) => (v, start.elapsed()),
-        Err(_) => panic!("no result within {limit:?}: something waits without a deadline"),
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("no result within {limit:?}: something waits without a deadline")
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("the test's thread panicked (above)"),
     }
 }
