@@ -75,7 +75,7 @@ impl Unit {
         }
         let z0 = f64::from(unit_preactivation(self.w, x, self.b));
         let up = self.w > 0.0;
-        let m = ((z0 - FRAC_PI_2) / PI).floor();
+        let m = libm::floor((z0 - FRAC_PI_2) / PI);
         let crossing = FRAC_PI_2 + PI * if up { m + 1.0 } else { m };
         let past = crossing + if up { 0.5 } else { -0.5 };
         // The float nearest the target may fall just short of it: step outward.
