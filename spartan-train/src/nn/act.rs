@@ -113,7 +113,13 @@ mod tests {
             assert_eq!(g, [0.0; 3], "{act}");
         }
         let mut g = [1.0f32; 3];
-        backward_in_place(Activation::Relu, GradMode::Exact, &z, &[0.0, 0.5, 2.0], &mut g);
+        backward_in_place(
+            Activation::Relu,
+            GradMode::Exact,
+            &z,
+            &[0.0, 0.5, 2.0],
+            &mut g,
+        );
         assert_eq!(g, [0.0, 1.0, 1.0]);
     }
 

@@ -53,8 +53,8 @@ pub enum Command {
     Reproduce(reproduce::ReproduceArgs),
     /// Adversarial attacks: white-box FGSM/PGD (BPDA) and the surrogate black-box attack.
     Attack(attack::AttackArgs),
-    /// Stream test images to a device (serial port or the firmware under QEMU) and
-    /// report its accuracy and agreement with the host.
+    /// Stream test images to a device (a board on a serial port, or the firmware under
+    /// QEMU) and report its accuracy and agreement with the host; --list the ports.
     Device(device::DeviceArgs),
     /// Measure throughput (printed like the peer benchmark script).
     #[command(subcommand)]
@@ -74,7 +74,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(w) => bench::bench(w),
         Command::Attack(a) => attack::attack(a, progress),
         Command::Reproduce(a) => reproduce::reproduce(a, progress),
-        Command::Device(a) => device::device(a),
+        Command::Device(a) => device::device(a, progress),
     }
 }
 
