@@ -12,6 +12,7 @@ pub mod loss;
 pub mod network;
 pub mod optim;
 pub mod pass;
+pub mod trig;
 pub mod workspace;
 
 pub use act::GradMode;
