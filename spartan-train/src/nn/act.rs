@@ -30,6 +30,10 @@ pub fn keeps_preactivation(act: Activation) -> bool {
 
 /// Replaces pre-activations by activations in place, keeping `z` in `pre` if needed.
 pub fn forward_in_place(act: Activation, values: &mut [f32], pre: Option<&mut [f32]>) {
+    if act.is_cosine() {
+        // The same 0/1, without a libm call per value, and `pre` kept in the same pass.
+        return cos_step_in_place(act, values, pre);
+    }
     if let Some(pre) = pre {
         pre.copy_from_slice(values);
     }
@@ -37,8 +41,6 @@ pub fn forward_in_place(act: Activation, values: &mut [f32], pre: Option<&mut [f
         Activation::Linear => {}
         // Same expression as `Activation::forward`, vectorised.
         Activation::Relu => relu_in_place(values),
-        // The same 0/1, without a libm call per value.
-        _ if act.is_cosine() => cos_step_in_place(act, values),
         _ => values.iter_mut().for_each(|v| *v = act.forward(*v)),
     }
 }
