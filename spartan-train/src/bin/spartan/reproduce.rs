@@ -85,20 +85,11 @@ pub fn reproduce(
     );
     std::fs::create_dir_all(&cfg.out)
         .with_context(|| format!("cannot create {}", cfg.out.display()))?;
-    let started = Instant::now();
+    let mut clock = StageClock::new(NAMED_ARCHITECTURES.len() * 5);
     let eval_set = data.test.slice(cfg.holdout..data.test.len());
     let holdout = data.test.slice(0..cfg.holdout).to_input();
     let eval = eval_set.to_input();
     let white = eval_set.take(cfg.white_box_images).to_input();
-    let stages = NAMED_ARCHITECTURES.len() * 5;
-    let mut stage = 0;
-    let mut note = |what: &str| {
-        stage += 1;
-        eprintln!(
-            "[{stage}/{stages}] {what} ({:.0} s elapsed)",
-            started.elapsed().as_secs_f64()
-        );
-    };
     // Everything an attack result depends on besides the model (which is kept only
     // when its own settings match).
     let key = format!(
@@ -109,22 +100,24 @@ pub fn reproduce(
     for arch in NAMED_ARCHITECTURES {
         let spec = ArchSpec::named(arch, NamedParams::default()).context("named architecture")?;
         let run_dir = cfg.out.join("models").join(arch);
-        note(&format!("train {arch}"));
-        let (summary, mut net) = train_stage(cfg, arch, &spec, data, &run_dir, progress)?;
+        let (summary, mut net) = clock.time(format!("train {arch}"), || {
+            train_stage(cfg, arch, &spec, data, &run_dir, progress)
+        })?;
         let losses = read_losses(&run_dir.join(train::files::LOSS_CSV))?;
         let attacks = cfg.out.join("attacks").join(arch);
         let key = format!(
             "{key}; model {:#010x}",
             spartan_core::format::crc32(&net.to_model_bytes())
         );
-        note(&format!("black-box attack on {arch}"));
         let bb_cfg = BlackBoxConfig {
             holdout: cfg.holdout,
             seed: cfg.seed,
             ..BlackBoxConfig::default()
         };
-        let blackbox = attack_stage(&attacks.join("blackbox"), arch, &key, || {
-            black_box(&mut net, &holdout, &eval, 10, &cfg.eps, &bb_cfg, progress)
+        let blackbox = clock.time(format!("black-box attack on {arch}"), || {
+            attack_stage(&attacks.join("blackbox"), arch, &key, || {
+                black_box(&mut net, &holdout, &eval, 10, &cfg.eps, &bb_cfg, progress)
+            })
         })?;
         let white_box = |attack, grad| WhiteBoxConfig {
             attack,
@@ -133,23 +126,27 @@ pub fn reproduce(
             seed: cfg.seed,
         };
         let sweep = |wb: WhiteBoxConfig| white_box_sweep(&net, &white, &cfg.eps, &wb, progress);
-        note(&format!("white-box FGSM on {arch}"));
-        let fgsm = attack_stage(&attacks.join("fgsm"), arch, &key, || {
-            sweep(white_box(WhiteBox::Fgsm, GradMode::Surrogate))
+        let fgsm = clock.time(format!("white-box FGSM on {arch}"), || {
+            attack_stage(&attacks.join("fgsm"), arch, &key, || {
+                sweep(white_box(WhiteBox::Fgsm, GradMode::Surrogate))
+            })
         })?;
-        note(&format!("white-box PGD on {arch}"));
         let pgd_attack = WhiteBox::Pgd {
             steps: cfg.pgd_steps,
             step_factor: 2.5,
             random_start: true,
         };
-        let pgd = attack_stage(&attacks.join("pgd"), arch, &key, || {
-            sweep(white_box(pgd_attack, GradMode::Surrogate))
+        let pgd = clock.time(format!("white-box PGD on {arch}"), || {
+            attack_stage(&attacks.join("pgd"), arch, &key, || {
+                sweep(white_box(pgd_attack, GradMode::Surrogate))
+            })
         })?;
-        note(&format!("white-box PGD (BPDA identity) on {arch}"));
-        let pgd_identity = attack_stage(&attacks.join("pgd-identity"), arch, &key, || {
-            sweep(white_box(pgd_attack, GradMode::Identity))
-        })?;
+        let pgd_identity =
+            clock.time(format!("white-box PGD (BPDA identity) on {arch}"), || {
+                attack_stage(&attacks.join("pgd-identity"), arch, &key, || {
+                    sweep(white_box(pgd_attack, GradMode::Identity))
+                })
+            })?;
         results.push(ModelResults {
             arch: arch.to_string(),
             spec,
@@ -162,10 +159,53 @@ pub fn reproduce(
         });
     }
     write_figures(&cfg.out, &results)?;
-    let report = render_report(cfg, data, &results, started.elapsed().as_secs_f64());
+    let report = render_report(cfg, data, &results, &clock);
     let path = cfg.out.join("REPORT.md");
     write_atomic_str(&path, &report).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
+}
+
+/// Announces each stage and keeps its wall time, for the report's time table (what to
+/// speed up next: issue 14 found the attacks, not training, dominating).
+struct StageClock {
+    started: Instant,
+    total: usize,
+    /// Each finished stage and its seconds (near zero when its result was reused).
+    done: Vec<(String, f64)>,
+}
+
+impl StageClock {
+    fn new(total: usize) -> Self {
+        StageClock {
+            started: Instant::now(),
+            total,
+            done: Vec::new(),
+        }
+    }
+
+    fn time<T>(&mut self, what: String, run: impl FnOnce() -> T) -> T {
+        eprintln!(
+            "[{}/{}] {what} ({:.0} s elapsed)",
+            self.done.len() + 1,
+            self.total,
+            self.started.elapsed().as_secs_f64()
+        );
+        let t = Instant::now();
+        let out = run();
+        self.done.push((what, t.elapsed().as_secs_f64()));
+        out
+    }
+
+    /// The stages as a Markdown table, with each one's share of the total.
+    fn table(&self) -> String {
+        let total = self.started.elapsed().as_secs_f64().max(1e-9);
+        let mut s = String::from("| stage | seconds | share |\n|---|---:|---:|\n");
+        for (what, secs) in &self.done {
+            s += &format!("| {what} | {secs:.1} | {:.1}% |\n", secs / total * 100.0);
+        }
+        s += &format!("| **total** | {total:.1} | 100% |\n");
+        s
+    }
 }
 
 /// Trains one model unless a finished run with the same settings is already there.
@@ -417,7 +457,7 @@ fn render_report(
     cfg: &ReproduceConfig,
     data: &Splits,
     results: &[ModelResults],
-    seconds: f64,
+    clock: &StageClock,
 ) -> String {
     let mut s = String::new();
     s += "# Spartan Networks — reproduction report\n\n";
@@ -486,12 +526,37 @@ fn render_report(
     }
     s += "\nA model that only resists the transferred (black-box) attack is not robust: an adversary who differentiates through its steps (BPDA, Athalye et al. 2018) is the honest test; the paper reports only the black-box attack. Where a filtered model does hold under PGD, the binary filter quantises each pixel to a few levels, so an ℓ∞ perturbation changes nothing until it reaches the distance between a pixel and a learned threshold: the accuracy then collapses at that ε (see the tables). That is input binarisation's known, limited robustness, not a proof of robustness: these are gradient attacks (20-step PGD, one random start).\n";
     s += &format!(
-        "\n## Reproducibility\n\n- spartan {} built with {}\n- command: `{}`\n- seeds: training and attacks `{}`; data shuffling is seeded per epoch; chunked gradient sums make runs bit-identical across thread counts\n- total time of this invocation: {:.0} s (finished stages are reused on a rerun)\n- raw results: `models/<arch>/` (model.spartan, loss.csv, summary.json) and `attacks/<arch>/<attack>/` (attack.csv, attack.json)\n",
+        "\n## Reproducibility\n\n- spartan {} built with {}\n- command: `{}`\n- seeds: training and attacks `{}`; data shuffling is seeded per epoch; chunked gradient sums make runs bit-identical across thread counts\n- total time of this invocation: {:.0} s (finished stages are reused on a rerun)\n- raw results: `models/<arch>/` (model.spartan, loss.csv, summary.json) and `attacks/<arch>/<attack>/` (attack.csv, attack.json)\n\nWall time of each stage of this invocation (a reused stage shows its loading time):\n\n{}",
         env!("CARGO_PKG_VERSION"),
         env!("SPARTAN_RUSTC_VERSION"),
         cfg.command,
         cfg.seed,
-        seconds
+        clock.started.elapsed().as_secs_f64(),
+        clock.table()
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StageClock;
+
+    #[test]
+    fn stage_clock_lists_stages_in_order_with_their_time() {
+        let mut clock = StageClock::new(2);
+        let answer = clock.time("train x".into(), || {
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            42
+        });
+        assert_eq!(answer, 42);
+        clock.time("attack x".into(), || ());
+        assert!(clock.done[0].1 >= 0.03 && clock.done[1].1 < clock.done[0].1);
+        let table = clock.table();
+        let (train, attack) = (table.find("| train x |"), table.find("| attack x |"));
+        assert!(
+            train.is_some() && attack.is_some() && train < attack,
+            "{table}"
+        );
+        assert!(table.trim_end().ends_with("| 100% |"), "{table}");
+    }
 }
