@@ -6,7 +6,7 @@
 //! labelled only by the oracle's argmax. FGSM on the substitute then transfers to the
 //! oracle, whose accuracy is measured on the other images.
 
-use super::gradient::{fgsm, sign};
+use super::gradient::{fgsm_direction, fgsm_step, sign};
 use super::oracle::{accuracy, Oracle};
 use super::sweep::{AttackReport, SweepPoint, ATTACK_BATCH};
 use crate::data::Batch;
@@ -233,16 +233,22 @@ pub fn black_box(
     let sub_preds = classify(&s.net, eval.images(), &mut ws);
     let oracle_clean = oracle.classify(eval.images());
     observer.begin("transfer", eps.len() as u64, 0);
+    let images = eval.images();
+    // The substitute's FGSM directions do not depend on ε: once per batch.
+    let directions: Vec<_> = images
+        .axis_chunks_iter(Axis(0), ATTACK_BATCH)
+        .zip(sub_preds.chunks(ATTACK_BATCH))
+        .map(|(xb, tb)| fgsm_direction(&s.net, &mut ws, xb, tb, GradMode::Surrogate))
+        .collect();
     let mut points = Vec::new();
     for &e in eps {
         let mut correct = 0usize;
-        let images = eval.images();
         let batches = images
             .axis_chunks_iter(Axis(0), ATTACK_BATCH)
-            .zip(sub_preds.chunks(ATTACK_BATCH))
+            .zip(&directions)
             .zip(eval.labels.chunks(ATTACK_BATCH));
-        for ((xb, tb), truth) in batches {
-            let adv = fgsm(&s.net, &mut ws, xb, tb, e, GradMode::Surrogate);
+        for ((xb, direction), truth) in batches {
+            let adv = fgsm_step(xb, direction.view(), e);
             let preds = oracle.classify(adv.view());
             correct += preds.iter().zip(truth).filter(|(a, b)| a == b).count();
         }

@@ -60,9 +60,27 @@ pub fn fgsm(
     eps: f32,
     grad: GradMode,
 ) -> Array4<f32> {
+    let direction = fgsm_direction(net, ws, x, targets, grad);
+    fgsm_step(x, direction.view(), eps)
+}
+
+/// FGSM's direction `sign(∇x L(x, target))`. It does not depend on ε: a sweep takes
+/// it once per image and [`fgsm_step`]s it for every ε (the same images as [`fgsm`]).
+pub fn fgsm_direction(
+    net: &Network,
+    ws: &mut Workspace,
+    x: ArrayView4<'_, f32>,
+    targets: &[u8],
+    grad: GradMode,
+) -> Array4<f32> {
     let (_, g) = loss_gradient(net, ws, x, targets, grad);
+    g.mapv(sign)
+}
+
+/// `clip(x + ε·direction, 0, 1)`.
+pub fn fgsm_step(x: ArrayView4<'_, f32>, direction: ArrayView4<'_, f32>, eps: f32) -> Array4<f32> {
     let mut adv = x.to_owned();
-    adv.zip_mut_with(&g, |xi, &gi| *xi = (*xi + eps * sign(gi)).clamp(0.0, 1.0));
+    adv.zip_mut_with(&direction, |xi, &d| *xi = (*xi + eps * d).clamp(0.0, 1.0));
     adv
 }
 
@@ -110,6 +128,10 @@ pub fn pgd(
 ) -> Array4<f32> {
     let project = |xi: f32, v: f32| v.clamp(xi - cfg.eps, xi + cfg.eps).clamp(0.0, 1.0);
     let mut adv = x.to_owned();
+    if cfg.eps == 0.0 {
+        // Every step would be projected back onto `x`: skip the gradient passes.
+        return adv;
+    }
     if cfg.random_start && cfg.eps > 0.0 {
         adv.mapv_inplace(|xi| project(xi, xi + rng.random_range(-cfg.eps..=cfg.eps)));
     }

@@ -1,6 +1,6 @@
 //! Accuracy-vs-ε sweeps and the result record every attack writes.
 
-use super::gradient::{fgsm, pgd, PgdConfig};
+use super::gradient::{fgsm_direction, fgsm_step, pgd, PgdConfig};
 use super::oracle::accuracy;
 use crate::data::Batch;
 use crate::eval::classify;
@@ -118,6 +118,8 @@ pub fn white_box_sweep(
     );
     let mut queries = 0u64;
     let mut points = Vec::new();
+    // FGSM's directions, per batch, computed at the first ε and reused for the others.
+    let mut directions = Vec::new();
     for (ei, &e) in eps.iter().enumerate() {
         let mut correct = 0usize;
         let images = data.images();
@@ -128,8 +130,12 @@ pub fn white_box_sweep(
         for (bi, ((xb, tb), truth)) in batches.enumerate() {
             let adv = match cfg.attack {
                 WhiteBox::Fgsm => {
+                    // Counted per ε, as an attack at that ε alone would query.
                     queries += tb.len() as u64;
-                    fgsm(net, &mut ws, xb, tb, e, cfg.grad)
+                    if directions.len() == bi {
+                        directions.push(fgsm_direction(net, &mut ws, xb, tb, cfg.grad));
+                    }
+                    fgsm_step(xb, directions[bi].view(), e)
                 }
                 WhiteBox::Pgd {
                     steps,
