@@ -110,7 +110,7 @@ fn cos_step_block(values: &mut [f32], kept: &mut [f32]) -> bool {
         let u = z * (0.5 / PI as f32) + 0.25;
         let f = u - u.floor();
         let near = f < UNSURE || (f - 0.5).abs() < UNSURE || f > 1.0 - UNSURE;
-        unsure |= near || !(z.abs() < MAX_STEP);
+        unsure |= near || z.is_nan() || z.abs() >= MAX_STEP;
         *v = if f < 0.5 { 1.0 } else { 0.0 };
     }
     unsure
