@@ -55,7 +55,11 @@ pub enum IdxError {
         got: usize,
     },
     /// The header declares more data than any data set has.
-    #[error("{path}: the header declares {dims} bytes of data, more than the {limit} allowed")]
+    #[error(
+        "{path}: the header declares {dims} bytes of data, more than the {} MiB a data \
+         file may hold",
+        .limit >> 20
+    )]
     TooLarge {
         /// The file.
         path: PathBuf,
