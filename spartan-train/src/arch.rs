@@ -39,7 +39,7 @@ pub enum ArchError {
         message: String,
     },
     /// The spec parses but is inconsistent.
-    #[error("{0}")]
+    #[error(transparent)]
     Invalid(#[from] spartan_core::Error),
     /// An override value is out of range.
     #[error("{0}")]

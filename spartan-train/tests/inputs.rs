@@ -141,6 +141,14 @@ fn errors_name_the_file_and_say_what_is_wrong_once() {
         &spartan(&["train", "--arch", rgb.to_str().unwrap(), "--out", unused]),
         "images are 28×28×1, expected 28×28×3",
     );
+    // A spec that parses but cannot be built says why once.
+    let empty = d.join("empty-dense.toml");
+    assert!(spec.contains("units = 10\n"));
+    std::fs::write(&empty, spec.replace("units = 10\n", "units = 0\n")).unwrap();
+    assert_clean_error(
+        &spartan(&["train", "--arch", empty.to_str().unwrap(), "--out", unused]),
+        "a dense layer needs units >= 1",
+    );
     // A typo in an optional key is an error, not a default.
     let typo = d.join("typo.toml");
     let spec_c = String::from_utf8(spartan(&["spec", "--arch", "candidate-c"]).stdout).unwrap();
