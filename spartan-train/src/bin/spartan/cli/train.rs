@@ -44,8 +44,8 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value = "glorot")]
     pub init: InitArg,
     /// Train the last N epochs at a tenth of --lr, but never more than the last sixth of
-    /// all steps, so a short run still learns: 1 epoch anneals its last sixth, 6 or more
-    /// epochs their last N (0: the paper's constant rate).
+    /// all steps, so a short run still learns: a run of 6·N epochs or more anneals its
+    /// last N epochs, a shorter one its last sixth of steps (0: the paper's constant rate).
     #[arg(long, default_value_t = 1)]
     pub anneal_epochs: usize,
     /// Use only the first N training images (quick experiments).
