@@ -1,0 +1,136 @@
+//! Kernels for hosts: a conv row's accumulators for all its pixels and channels on the
+//! stack (AVX-512 VNNI where the CPU has it, else portable loops LLVM vectorises), then
+//! the output stage a pixel's channels at a time.
+
+use super::exec::{Conv, Dense, Window};
+use super::kernels::{finish_channels, Finisher};
+use super::record::le_i32;
+
+/// Accumulators a host keeps on its stack for one conv row (16 KiB).
+const TILE: usize = 4096;
+
+/// One output row of a conv — or, `pooled`, one row of its 2×2 max-pool from two conv
+/// rows — into `dst` (`u8`, pixels × channels). Rows too wide for the stack tile go to
+/// the microcontroller kernel, which needs only `scratch`.
+pub(super) fn conv_row(
+    c: &Conv<'_>,
+    win: &Window<'_>,
+    pooled: bool,
+    dst: &mut [u8],
+    scratch: &mut [u8],
+) {
+    let co = c.out_channels;
+    let rows = if pooled { 2 } else { 1 };
+    // Whole pool windows per chunk of columns.
+    let cols = (TILE / (rows * co).max(1)) & !1;
+    if cols == 0 {
+        super::mcu::conv_row(c, win, pooled, dst, scratch);
+        return;
+    }
+    let mut tile = [0i32; TILE];
+    let mut x0 = 0;
+    while x0 < c.out_width {
+        let x1 = (x0 + cols).min(c.out_width);
+        let n = x1 - x0;
+        let tile = &mut tile[..rows * n * co];
+        accumulate(c, win, rows, x0..x1, tile);
+        if pooled {
+            for q in 0..n / 2 {
+                let at = |dy: usize, dx: usize| (dy * n + 2 * q + dx) * co;
+                let out = &mut dst[(x0 / 2 + q) * co..(x0 / 2 + q + 1) * co];
+                for (ch, o) in out.iter_mut().enumerate() {
+                    let m = tile[at(0, 0) + ch]
+                        .max(tile[at(0, 1) + ch])
+                        .max(tile[at(1, 0) + ch].max(tile[at(1, 1) + ch]));
+                    *o = Finisher::reference(&c.out, ch).hidden(m);
+                }
+            }
+        } else {
+            for (acc, out) in tile
+                .chunks_exact(co)
+                .zip(dst[x0 * co..x1 * co].chunks_exact_mut(co))
+            {
+                finish_channels(&c.out, acc, out);
+            }
+        }
+        x0 = x1;
+    }
+}
+
+/// Accumulators of output columns `cols` of window rows `0..rows` (each conv row `dy`
+/// reads window rows `dy..dy + k`), `[dy][x][channel]`.
+fn accumulate(
+    c: &Conv<'_>,
+    win: &Window<'_>,
+    rows: usize,
+    cols: core::ops::Range<usize>,
+    tile: &mut [i32],
+) {
+    #[cfg(all(target_arch = "x86_64", not(target_os = "none")))]
+    if super::vnni::accumulate(c, win, rows, cols.clone(), tile) {
+        return;
+    }
+    portable_accumulate(c, win, rows, cols, tile);
+}
+
+/// [`accumulate`] in portable Rust: per output, one dot product per kernel row over
+/// `k · C_in` contiguous inputs and weights.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
+    "x86_64+avx2+fma"
+))]
+pub(super) fn portable_accumulate(
+    c: &Conv<'_>,
+    win: &Window<'_>,
+    rows: usize,
+    cols: core::ops::Range<usize>,
+    tile: &mut [i32],
+) {
+    let (k, ci, co) = (c.kernel, c.in_channels, c.out_channels);
+    let row_taps = k * ci;
+    let n = cols.len();
+    for dy in 0..rows {
+        for (i, x) in cols.clone().enumerate() {
+            let out = &mut tile[(dy * n + i) * co..(dy * n + i + 1) * co];
+            for (ch, acc) in out.iter_mut().enumerate() {
+                let mut sum = le_i32(c.bias, ch);
+                for ky in 0..k {
+                    let xs = win
+                        .row(dy + ky)
+                        .get(x * ci..x * ci + row_taps)
+                        .unwrap_or(&[]);
+                    let at = (ch * k + ky) * row_taps;
+                    let ws = c.weight.get(at..at + row_taps).unwrap_or(&[]);
+                    sum += dot(xs, ws, c.zp_in);
+                }
+                *acc = sum;
+            }
+        }
+    }
+}
+
+/// `Σ w·(x − zp)`: widening multiplies LLVM vectorises.
+#[inline(always)]
+fn dot(xs: &[u8], ws: &[u8], zp: i32) -> i32 {
+    xs.iter()
+        .zip(ws)
+        .map(|(&x, &w)| (i32::from(x) - zp) * i32::from(w as i8))
+        .sum()
+}
+
+/// Adds one input row (flat inputs `first..first + row.len()`) to a dense layer's
+/// sums (`i32` little-endian in `acc`).
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
+    "x86_64+avx2+fma"
+))]
+pub(super) fn dense_row(d: &Dense<'_>, row: &[u8], first: usize, acc: &mut [u8]) {
+    for (n, a) in acc.chunks_exact_mut(4).enumerate() {
+        let w = d
+            .weight
+            .get(n * d.inputs + first..n * d.inputs + first + row.len())
+            .unwrap_or(&[]);
+        let sum = i32::from_le_bytes([a[0], a[1], a[2], a[3]]) + dot(row, w, d.zp_in);
+        a.copy_from_slice(&sum.to_le_bytes());
+    }
+}

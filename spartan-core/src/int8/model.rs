@@ -1,0 +1,203 @@
+//! The validated int8 model: borrowed tensors per layer, the quantisation each needs,
+//! and the row-pipeline plan its inference follows.
+
+use super::exec::Plan;
+use super::record::{self, LayerMeta};
+use crate::error::{Error, Result};
+use crate::format::{ModelFile, ModelKind, ModelReader, TensorRef};
+use crate::spec::{ArchSpec, Shape, MAX_LAYERS};
+
+/// `u16` "first pixel value that is on" meaning "never on".
+pub const NEVER_ON: u16 = 256;
+
+/// How a layer-1 filter is stored.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum FilterTables<'a> {
+    /// Conv-Filtering on one channel: `[β, 32]` bytes, one 256-bit table per unit.
+    Shared(&'a [u8]),
+    /// Offset-Filtering, monotone units: `u16` first-on pixel value per unit.
+    Thresholds(&'a [u8]),
+    /// Offset-Filtering, any units: one 256-bit table per unit.
+    PerUnit(&'a [u8]),
+}
+
+/// How a conv or dense layer turns accumulators into outputs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum OutputStage<'a> {
+    /// Fixed-point rescale to `u8` (or `i8` logits), ReLU as a clamp at the zero point.
+    Requant {
+        /// `[C, 2]` i32: multiplier, shift.
+        params: &'a [u8],
+        /// Output zero point.
+        zero_point: i32,
+        /// Clamp below at the zero point.
+        relu: bool,
+    },
+    /// `H(z)`: on iff the accumulator is positive.
+    Step,
+    /// `H(cos z)`: `[C, 2]` i32 (low, high words of the Q48 phase factor).
+    Cosine(&'a [u8]),
+}
+
+impl OutputStage<'_> {
+    /// Whether the output never decreases when the accumulator grows, so that the
+    /// maximum of the outputs is the output of the maximum accumulator: true of the
+    /// fixed-point rescale (its multipliers are never negative) and of the step, not
+    /// of the cosine.
+    pub fn is_monotone(&self) -> bool {
+        !matches!(self, OutputStage::Cosine(_))
+    }
+
+    /// The zero point of what this stage produces (binary maps have 0).
+    pub fn zero_point(&self) -> i32 {
+        match *self {
+            OutputStage::Requant { zero_point, .. } => zero_point,
+            OutputStage::Step | OutputStage::Cosine(_) => 0,
+        }
+    }
+}
+
+/// One int8 layer: borrowed tensors and the quantisation it needs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Int8Layer<'a> {
+    /// Layer-1 binary filter.
+    Filter(FilterTables<'a>),
+    /// Convolution (`weight` is `i8` `[C_out, k, k, C_in]`, `bias` `i32`).
+    Conv {
+        /// Weights, each output channel's `k·k·C_in` taps contiguous.
+        weight: &'a [u8],
+        /// Biases.
+        bias: &'a [u8],
+        /// Zero point of the input.
+        zp_in: i32,
+        /// Output stage.
+        out: OutputStage<'a>,
+        /// Largest `|accumulator|` any input can produce (from validation).
+        acc_bound: u32,
+    },
+    /// Max pooling.
+    Pool,
+    /// Dense (`weight` is `i8` `[N_out, N_in]`, `bias` `i32`).
+    Dense {
+        /// Weights, each output's `N_in` inputs contiguous.
+        weight: &'a [u8],
+        /// Biases.
+        bias: &'a [u8],
+        /// Zero point of the input.
+        zp_in: i32,
+        /// Output stage.
+        out: OutputStage<'a>,
+        /// Largest `|accumulator|` any input can produce (from validation).
+        acc_bound: u32,
+    },
+}
+
+/// A validated int8 model borrowing its tensors from the file bytes (flash).
+#[derive(Clone, Debug)]
+pub struct Int8Model<'a> {
+    pub(super) spec: ArchSpec,
+    pub(super) shapes: heapless::Vec<Shape, { MAX_LAYERS + 1 }>,
+    pub(super) layers: heapless::Vec<Int8Layer<'a>, MAX_LAYERS>,
+    pub(super) plan: Plan,
+    logit_scale: f32,
+    logit_zero_point: i32,
+    crc: u32,
+}
+
+impl<'a> Int8Model<'a> {
+    /// Parses and validates a model file of kind int8. Decodes one tensor at a time, so
+    /// a device can load its model from flash with a small stack.
+    pub fn load(bytes: &'a [u8]) -> Result<Self> {
+        let reader = ModelReader::parse(bytes)?;
+        Self::validate(
+            reader.kind,
+            &reader.spec,
+            reader.tensors(),
+            reader.tensor_count(),
+            reader.crc,
+        )
+    }
+
+    /// Validates an already parsed file: spec, tensor types and shapes, zero points,
+    /// fixed-point parameters, and accumulator ranges (no overflow is possible).
+    pub fn from_file(file: &ModelFile<'a>) -> Result<Self> {
+        Self::validate(
+            file.kind,
+            &file.body.spec,
+            file.body.tensors.iter().cloned(),
+            file.body.tensors.len(),
+            file.crc,
+        )
+    }
+
+    fn validate(
+        kind: ModelKind,
+        spec: &ArchSpec,
+        tensors: impl Iterator<Item = TensorRef<'a>>,
+        count: usize,
+        crc: u32,
+    ) -> Result<Self> {
+        if kind != ModelKind::Int8 {
+            return Err(Error::WrongKind {
+                expected: ModelKind::Int8 as u8,
+                got: kind as u8,
+            });
+        }
+        let shapes = spec.shapes()?;
+        let mut layers = heapless::Vec::new();
+        let mut logits = LayerMeta::default();
+        record::parse(spec, &shapes, tensors, count, |layer, meta| {
+            // `parse` visits at most as many layers as the spec holds.
+            let _ = layers.push(layer);
+            if let Some(m) = meta {
+                logits = m;
+            }
+        })?;
+        let plan = Plan::new(spec, &shapes, &layers);
+        Ok(Int8Model {
+            spec: spec.clone(),
+            shapes,
+            layers,
+            plan,
+            logit_scale: logits.scale_out,
+            logit_zero_point: logits.zp_out,
+            crc,
+        })
+    }
+
+    /// The architecture.
+    pub fn spec(&self) -> &ArchSpec {
+        &self.spec
+    }
+
+    /// `shapes()[0]` is the input, `shapes()[i + 1]` the output of layer `i`.
+    pub fn shapes(&self) -> &[Shape] {
+        &self.shapes
+    }
+
+    /// The validated layers.
+    pub fn layers(&self) -> &[Int8Layer<'a>] {
+        &self.layers
+    }
+
+    /// CRC-32 of the file (a model identity).
+    pub fn crc(&self) -> u32 {
+        self.crc
+    }
+
+    /// Pixels per image.
+    pub fn input_len(&self) -> usize {
+        self.shapes[0].len()
+    }
+
+    /// Number of logits.
+    pub fn classes(&self) -> usize {
+        self.spec.classes()
+    }
+
+    /// Real value of one logit step and the logits' zero point (for hosts that want
+    /// approximate real logits: `scale · (q − zp)`).
+    pub fn logit_quantization(&self) -> (f32, i32) {
+        (self.logit_scale, self.logit_zero_point)
+    }
+}
