@@ -177,27 +177,28 @@ fn read_u32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-/// A container-checked model file whose tensors are decoded one at a time, in file
-/// order: what firmware loads with (no table of every tensor on its stack).
-#[derive(Clone, Debug, PartialEq)]
+/// A container-checked model file whose spec and tensors are decoded when asked for, the
+/// tensors one at a time: what firmware loads with (no table of every tensor, no copy of
+/// the spec, on its small stack).
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ModelReader<'a> {
     /// Tensor kind.
     pub kind: ModelKind,
     /// Format version of the file.
     pub version: u16,
-    /// What the network is.
-    pub spec: ArchSpec,
     /// The file's CRC-32.
     pub crc: u32,
-    /// The encoded tensor sequence (count, then the tensors), already checked to decode.
-    tensors: &'a [u8],
+    /// The postcard body: the spec, then the tensor sequence.
+    body: &'a [u8],
+    /// Where the tensor sequence (count, then the tensors) starts in `body`.
+    tensors_at: usize,
     count: usize,
 }
 
 impl<'a> ModelReader<'a> {
-    /// Checks magic, version, kind, length and CRC, decodes the spec, and checks that the
-    /// tensor sequence decodes (at most [`MAX_TENSORS`], nothing after it). Tensor
-    /// contents are checked later by the model that interprets them.
+    /// Checks magic, version, kind, length and CRC, and that the body decodes: the spec,
+    /// then at most [`MAX_TENSORS`] tensors, nothing after them. Tensor contents are
+    /// checked later by the model that interprets them.
     pub fn parse(bytes: &'a [u8]) -> Result<Self> {
         if bytes.len() < HEADER_LEN + TRAILER_LEN {
             if bytes.len() >= 4 && bytes[..4] != MAGIC {
@@ -241,8 +242,9 @@ impl<'a> ModelReader<'a> {
         if stored != computed {
             return Err(Error::BadChecksum { stored, computed });
         }
-        let (spec, tensors): (ArchSpec, &[u8]) =
-            postcard::take_from_bytes(&content[HEADER_LEN..]).map_err(|_| Error::Decode)?;
+        let body = &content[HEADER_LEN..];
+        let tensors = skip_spec(body)?;
+        let tensors_at = body.len() - tensors.len();
         let (count, mut rest): (usize, &[u8]) =
             postcard::take_from_bytes(tensors).map_err(|_| Error::Decode)?;
         if count > MAX_TENSORS {
@@ -259,11 +261,18 @@ impl<'a> ModelReader<'a> {
         Ok(ModelReader {
             kind,
             version,
-            spec,
             crc: stored,
-            tensors,
+            body,
+            tensors_at,
             count,
         })
+    }
+
+    /// The architecture (decoded again at each call; `parse` checked that it decodes).
+    pub fn spec(&self) -> Result<ArchSpec> {
+        postcard::take_from_bytes(self.body)
+            .map(|(spec, _)| spec)
+            .map_err(|_| Error::Decode)
     }
 
     /// Number of tensors.
@@ -274,7 +283,7 @@ impl<'a> ModelReader<'a> {
     /// The tensors in file order, decoded as they are visited.
     pub fn tensors(&self) -> Tensors<'a> {
         // `parse` decoded the count and every tensor, so neither step fails here.
-        let rest = postcard::take_from_bytes::<usize>(self.tensors)
+        let rest = postcard::take_from_bytes::<usize>(&self.body[self.tensors_at..])
             .map(|(_, rest)| rest)
             .unwrap_or(&[]);
         Tensors {
@@ -282,6 +291,15 @@ impl<'a> ModelReader<'a> {
             remaining: self.count,
         }
     }
+}
+
+/// The bytes after the spec at the start of a body (the spec is decoded in its own
+/// frame and dropped, so callers keep no copy of it).
+#[inline(never)]
+fn skip_spec(body: &[u8]) -> Result<&[u8]> {
+    postcard::take_from_bytes::<ArchSpec>(body)
+        .map(|(_, rest)| rest)
+        .map_err(|_| Error::Decode)
 }
 
 /// The tensors of a [`ModelReader`], decoded one at a time.
@@ -323,7 +341,7 @@ impl<'a> ModelFile<'a> {
             kind: reader.kind,
             version: reader.version,
             body: ModelBody {
-                spec: reader.spec,
+                spec: reader.spec()?,
                 tensors,
             },
             crc: reader.crc,

@@ -13,9 +13,9 @@
 //! stage (a dense layer) writes the logits. The integers are those of layer-by-layer
 //! evaluation: only the order of the work changes.
 
+use super::mcu;
 use super::model::{FilterTables, Int8Layer, Int8Model, OutputStage};
 use super::record::{le_i32, le_u16};
-use super::{host, mcu};
 use crate::error::{Error, Result};
 use crate::float::{argmax, check_len};
 use crate::spec::{ArchSpec, LayerSpec, Shape, MAX_LAYERS};
@@ -60,7 +60,7 @@ pub(super) struct Stage {
 }
 
 /// The stages of a model and the arena they need.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Plan {
     stages: heapless::Vec<Stage, MAX_LAYERS>,
     /// Bytes of kernel scratch at the start of the (word-aligned) arena.
@@ -130,21 +130,22 @@ impl Plan {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kernels {
     /// Blocks of four output pixels through staged, widened inputs (`SMLAD` on
-    /// Armv7E-M): little stack, no vector unit needed.
+    /// Armv7E-M): little stack, no vector unit needed. Hosts run them in tests.
+    #[cfg_attr(not(any(test, target_os = "none")), allow(dead_code))]
     Mcu,
     /// Whole rows of accumulators on the stack, vector-friendly (AVX-512 VNNI where the
-    /// CPU has it).
-    #[cfg_attr(target_os = "none", allow(dead_code))]
+    /// CPU has it). Not built for bare metal.
+    #[cfg(not(target_os = "none"))]
     Host,
 }
 
 impl Kernels {
     /// Microcontrollers take the block kernels, hosts the row kernels.
-    pub(crate) const NATIVE: Kernels = if cfg!(target_os = "none") {
-        Kernels::Mcu
-    } else {
-        Kernels::Host
-    };
+    #[cfg(target_os = "none")]
+    pub(crate) const NATIVE: Kernels = Kernels::Mcu;
+    /// Microcontrollers take the block kernels, hosts the row kernels.
+    #[cfg(not(target_os = "none"))]
+    pub(crate) const NATIVE: Kernels = Kernels::Host;
 }
 
 /// A convolution's operands for one output row (or pooled row).
@@ -374,7 +375,8 @@ impl<'a> Int8Model<'a> {
                 };
                 match kernels {
                     Kernels::Mcu => mcu::conv_row(&conv, &window, pooled, dst, scratch),
-                    Kernels::Host => host::conv_row(&conv, &window, pooled, dst, scratch),
+                    #[cfg(not(target_os = "none"))]
+                    Kernels::Host => super::host::conv_row(&conv, &window, pooled, dst, scratch),
                 }
                 true
             }
@@ -420,7 +422,10 @@ impl<'a> Int8Model<'a> {
                 }
                 match kernels {
                     Kernels::Mcu => mcu::dense_row(&dense, &row[..row_len], j * row_len, acc),
-                    Kernels::Host => host::dense_row(&dense, &row[..row_len], j * row_len, acc),
+                    #[cfg(not(target_os = "none"))]
+                    Kernels::Host => {
+                        super::host::dense_row(&dense, &row[..row_len], j * row_len, acc)
+                    }
                 }
                 if j + 1 < input.height as usize {
                     return false;

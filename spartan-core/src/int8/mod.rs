@@ -17,6 +17,7 @@
 
 mod dsp;
 mod exec;
+#[cfg(not(target_os = "none"))]
 mod host;
 mod kernels;
 mod mcu;

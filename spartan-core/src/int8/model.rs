@@ -92,6 +92,16 @@ pub enum Int8Layer<'a> {
     },
 }
 
+fn check_kind(kind: ModelKind) -> Result<()> {
+    if kind != ModelKind::Int8 {
+        return Err(Error::WrongKind {
+            expected: ModelKind::Int8 as u8,
+            got: kind as u8,
+        });
+    }
+    Ok(())
+}
+
 /// A validated int8 model borrowing its tensors from the file bytes (flash).
 #[derive(Clone, Debug)]
 pub struct Int8Model<'a> {
@@ -105,64 +115,84 @@ pub struct Int8Model<'a> {
 }
 
 impl<'a> Int8Model<'a> {
-    /// Parses and validates a model file of kind int8. Decodes one tensor at a time, so
-    /// a device can load its model from flash with a small stack.
+    /// Parses and validates a model file of kind int8.
     pub fn load(bytes: &'a [u8]) -> Result<Self> {
+        let mut slot = None;
+        Self::load_into(&mut slot, bytes)?;
+        slot.ok_or(Error::Decode)
+    }
+
+    /// [`load`](Self::load) into `slot`, building the model in place. Firmware keeps its
+    /// model in a static this way: the model is the largest value it holds, and moving
+    /// it out of a function would put a copy on the stack. Tensors are decoded one at a
+    /// time. On error the slot is left empty.
+    pub fn load_into<'s>(slot: &'s mut Option<Self>, bytes: &'a [u8]) -> Result<&'s Self> {
         let reader = ModelReader::parse(bytes)?;
-        Self::validate(
-            reader.kind,
-            &reader.spec,
-            reader.tensors(),
-            reader.tensor_count(),
-            reader.crc,
-        )
+        check_kind(reader.kind)?;
+        let model = slot.insert(Self::empty(reader.crc));
+        let filled = model.fill(reader.spec()?, reader.tensors(), reader.tensor_count());
+        match filled {
+            Ok(()) => slot.as_ref().ok_or(Error::Decode),
+            Err(e) => {
+                *slot = None;
+                Err(e)
+            }
+        }
     }
 
     /// Validates an already parsed file: spec, tensor types and shapes, zero points,
     /// fixed-point parameters, and accumulator ranges (no overflow is possible).
     pub fn from_file(file: &ModelFile<'a>) -> Result<Self> {
-        Self::validate(
-            file.kind,
-            &file.body.spec,
+        check_kind(file.kind)?;
+        let mut model = Self::empty(file.crc);
+        model.fill(
+            file.body.spec.clone(),
             file.body.tensors.iter().cloned(),
             file.body.tensors.len(),
-            file.crc,
-        )
+        )?;
+        Ok(model)
     }
 
-    fn validate(
-        kind: ModelKind,
-        spec: &ArchSpec,
+    /// A model with no layers, to be filled (inlined, so that it is built where it is
+    /// stored: most of it is uninitialised capacity).
+    #[inline(always)]
+    fn empty(crc: u32) -> Self {
+        Int8Model {
+            spec: ArchSpec {
+                input: Shape::new(0, 0, 0),
+                layers: heapless::Vec::new(),
+            },
+            shapes: heapless::Vec::new(),
+            layers: heapless::Vec::new(),
+            plan: Plan::default(),
+            logit_scale: 1.0,
+            logit_zero_point: 0,
+            crc,
+        }
+    }
+
+    /// Validates `spec` and its tensors into `self`, in place.
+    fn fill(
+        &mut self,
+        spec: ArchSpec,
         tensors: impl Iterator<Item = TensorRef<'a>>,
         count: usize,
-        crc: u32,
-    ) -> Result<Self> {
-        if kind != ModelKind::Int8 {
-            return Err(Error::WrongKind {
-                expected: ModelKind::Int8 as u8,
-                got: kind as u8,
-            });
-        }
-        let shapes = spec.shapes()?;
-        let mut layers = heapless::Vec::new();
+    ) -> Result<()> {
+        self.spec = spec;
+        self.shapes = self.spec.shapes()?;
+        let layers = &mut self.layers;
         let mut logits = LayerMeta::default();
-        record::parse(spec, &shapes, tensors, count, |layer, meta| {
+        record::parse(&self.spec, &self.shapes, tensors, count, |layer, meta| {
             // `parse` visits at most as many layers as the spec holds.
             let _ = layers.push(layer);
             if let Some(m) = meta {
                 logits = m;
             }
         })?;
-        let plan = Plan::new(spec, &shapes, &layers);
-        Ok(Int8Model {
-            spec: spec.clone(),
-            shapes,
-            layers,
-            plan,
-            logit_scale: logits.scale_out,
-            logit_zero_point: logits.zp_out,
-            crc,
-        })
+        self.plan = Plan::new(&self.spec, &self.shapes, &self.layers);
+        self.logit_scale = logits.scale_out;
+        self.logit_zero_point = logits.zp_out;
+        Ok(())
     }
 
     /// The architecture.
