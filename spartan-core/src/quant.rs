@@ -137,13 +137,13 @@ pub fn smmulr(a: i32, b: i32) -> i32 {
 }
 
 /// A [`Requant`] prepared for accumulators known to be small (`|acc| · 2^(shift+1) <
-/// 2^31`), where gemmlowp's composition takes four instructions on a 32-bit core:
+/// 2^31`), where gemmlowp's composition takes five instructions on a 32-bit core:
 ///
 /// - `SaturatingRoundingDoublingHighMul(a, m) = ⌊(a·m + 2^30) / 2^31⌋` (gemmlowp's
 ///   sign-dependent nudge with truncation is this floor), which is
 ///   `SMMULR(2a, m) = ⌊(2a·m + 2^31) / 2^32⌋` when `2a` fits an `i32`;
 /// - `RoundingDivideByPOT(x, e)` (ties away from zero) is `(x + 2^(e−1) − [x < 0]) >> e`
-///   for `e ≥ 1`, which cannot overflow since `|x| < 2^30`.
+///   for `e ≥ 1` (and `x` for `e = 0`), which cannot overflow since `|x| < 2^30`.
 ///
 /// Equal to [`Requant::apply_reference`] wherever [`NarrowRequant::new`] accepts
 /// (tested).
@@ -152,34 +152,60 @@ pub struct NarrowRequant {
     multiplier: i32,
     /// `shift + 1` (the doubling folded into the left shift), in `[1, 31]`.
     pre_shift: u32,
-    /// Right shift, in `[1, 31]`.
+    /// Right shift, in `[0, 31]`.
     right: u32,
-    /// `2^(right−1)`.
+    /// `2^(right−1)`, 0 without a right shift.
     half: i32,
+    /// All ones with a right shift (negative values round down one more), else 0.
+    negative: i32,
 }
 
 impl NarrowRequant {
     /// The narrow form of `r` for accumulators with `|acc| ≤ bound`, if it is exact:
-    /// `bound · 2^(shift+1) < 2^31` and a right shift of at least 1.
+    /// `bound · 2^(shift+1) < 2^31`.
     pub fn new(r: &Requant, bound: u32) -> Option<Self> {
         let left = r.shift.max(0) as u32;
         let right = (-r.shift).max(0) as u32;
-        if right == 0 || right > 31 || (u64::from(bound) << (left + 1)) >= 1 << 31 {
+        if left > 30 || right > 31 || (u64::from(bound) << (left + 1)) >= 1 << 31 {
             return None;
         }
         Some(NarrowRequant {
             multiplier: r.multiplier,
             pre_shift: left + 1,
             right,
-            half: 1 << (right - 1),
+            half: if right > 0 { 1 << (right - 1) } else { 0 },
+            negative: if right > 0 { -1 } else { 0 },
         })
+    }
+
+    /// The five words of the narrow form, to keep a table of them in scratch memory.
+    pub(crate) fn to_words(self) -> [u32; 5] {
+        [
+            self.multiplier as u32,
+            self.pre_shift,
+            self.right,
+            self.half as u32,
+            self.negative as u32,
+        ]
+    }
+
+    /// The narrow form back from [`to_words`](Self::to_words) (shifts kept in range).
+    #[inline(always)]
+    pub(crate) fn from_words(w: [u32; 5]) -> Self {
+        NarrowRequant {
+            multiplier: w[0] as i32,
+            pre_shift: w[1] & 31,
+            right: w[2] & 31,
+            half: w[3] as i32,
+            negative: w[4] as i32,
+        }
     }
 
     /// `round(acc · real)`, as [`Requant::apply_reference`].
     #[inline(always)]
     pub fn apply(&self, acc: i32) -> i32 {
         let x = smmulr(acc << self.pre_shift, self.multiplier);
-        (x + self.half + (x >> 31)) >> self.right
+        (x + self.half + ((x >> 31) & self.negative)) >> self.right
     }
 }
 
@@ -276,16 +302,17 @@ mod tests {
             let bound = ((rng.next_u64() >> 33) as u32) >> (rng.next_u64() % 31);
             let Some(n) = NarrowRequant::new(&r, bound) else {
                 // Refused only where the identities need more room.
-                assert!(r.shift >= 0 || (u64::from(bound) << (r.shift.max(0) + 1)) >= 1 << 31);
+                assert!((u64::from(bound) << (r.shift.max(0) + 1)) >= 1 << 31);
                 continue;
             };
             let span = i64::from(bound);
+            let b = bound as i32;
             for x in [
-                bound as i32,
-                -(bound as i32),
+                b,
+                -b,
                 0,
-                1,
-                -1,
+                1.min(b),
+                -(1.min(b)),
                 ((rng.next_u64() % (2 * span as u64 + 1)) as i64 - span) as i32,
             ] {
                 assert_eq!(

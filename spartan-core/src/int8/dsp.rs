@@ -146,7 +146,6 @@ pub(super) fn block2(x: &[u8], w: &[u8], acc: [i32; 2]) -> [i32; 2] {
 }
 
 /// The block loop in portable Rust: the same integers as `SMLAD`.
-#[cfg_attr(spartan_dsp, allow(dead_code))]
 fn portable_block<const P: usize>(
     x: &[u8],
     w: &[u8],
@@ -185,6 +184,28 @@ macro_rules! group4 {
             "smlad {a2}, r1, {t}, {a2}\n",
             "smlad {a3}, r2, {w}, {a3}\n",
             "smlad {a3}, r3, {t}, {a3}\n",
+        )
+    };
+}
+
+/// [`group4`] in the fixed registers of [`asm_channels4`].
+#[cfg(spartan_dsp)]
+macro_rules! group4_fixed {
+    () => {
+        concat!(
+            "ldr r10, [lr], #4\n",
+            "sxtb16 r11, r10, ror #8\n",
+            "sxtb16 r10, r10\n",
+            "ldm r12!, {{r0, r1, r2, r3}}\n",
+            "smlad r4, r0, r10, r4\n",
+            "smlad r4, r1, r11, r4\n",
+            "smlad r5, r2, r10, r5\n",
+            "smlad r5, r3, r11, r5\n",
+            "ldm r12!, {{r0, r1, r2, r3}}\n",
+            "smlad r8, r0, r10, r8\n",
+            "smlad r8, r1, r11, r8\n",
+            "smlad r9, r2, r10, r9\n",
+            "smlad r9, r3, r11, r9\n",
         )
     };
 }
@@ -270,6 +291,165 @@ fn asm_block2(x: *const u8, w: *const u8, groups: usize, acc: [i32; 2]) -> [i32;
         }
     }
     [a0, a1]
+}
+
+/// Accumulators of every output channel for four staged pixels: for channel `c`,
+/// `bias[c]` plus [`block4`] over its `4 · groups` weights (channels one after another
+/// in `weights`, as the file stores them), written as four little-endian words at
+/// `out[16c..]` (`out` word-aligned on the device).
+///
+/// On the device one `asm!` block runs the whole channel loop (the per-channel glue
+/// LLVM wrote around [`block4`] cost as much as a third of the multiply-adds): nine
+/// groups per loop turn, then single groups.
+pub(super) fn channels4(staged: &[u8], weights: &[u8], bias: &[u8], groups: usize, out: &mut [u8]) {
+    let channels = (out.len() / 16).min(bias.len() / 4);
+    let enough = staged.len() >= groups * 4 * GROUP_BYTES && weights.len() >= channels * groups * 4;
+    if !enough || channels == 0 || groups == 0 {
+        return;
+    }
+    #[cfg(spartan_dsp)]
+    if (staged.as_ptr() as usize).is_multiple_of(4) && (out.as_ptr() as usize).is_multiple_of(4) {
+        asm_channels4(
+            staged.as_ptr(),
+            weights.as_ptr(),
+            bias.as_ptr(),
+            groups,
+            channels,
+            out.as_mut_ptr(),
+        );
+        return;
+    }
+    for (c, (acc, w)) in out
+        .chunks_exact_mut(16)
+        .zip(weights.chunks_exact(groups * 4))
+        .take(channels)
+        .enumerate()
+    {
+        let b = weight_word(&bias[4 * c..]) as i32;
+        let sums = portable_block::<4>(staged, w, groups, [b; 4]);
+        for (dst, s) in acc.chunks_exact_mut(4).zip(sums) {
+            dst.copy_from_slice(&s.to_le_bytes());
+        }
+    }
+}
+
+/// [`channels4`] on the device. Registers: r0–r3 staged words (`LDM`), r4, r5, r8, r9
+/// the accumulators (stored with one `STM`), r10/r11 weights, r12 the staged pointer,
+/// lr the weight pointer; the rest of the state on the stack.
+#[cfg(spartan_dsp)]
+fn asm_channels4(
+    staged: *const u8,
+    weights: *const u8,
+    bias: *const u8,
+    groups: usize,
+    channels: usize,
+    out: *mut u8,
+) {
+    let nine_end = staged.wrapping_add(groups / 9 * 9 * 4 * GROUP_BYTES);
+    let end = staged.wrapping_add(groups * 4 * GROUP_BYTES);
+    // SAFETY: the caller checked that `staged` (word-aligned, as `LDM` needs) holds
+    // `groups ≥ 1` groups of four pixels, `weights` `4 · groups` bytes for each of the
+    // `channels ≥ 1` channels, `bias` a word per channel, and `out` (word-aligned, as
+    // `STM` needs) four words per channel. The block reads exactly those and writes
+    // exactly `out`. The six words it pushes are popped before it ends; every register
+    // it writes is declared.
+    unsafe {
+        core::arch::asm!(
+            "push {{r0, r1, r2, r3, r4, r12}}",
+            // [sp]: nine_end, [sp, #4]: end, [sp, #8]: bias, [sp, #12]: out,
+            // [sp, #16]: channels left, [sp, #20]: staged.
+            "1:",
+            "ldr r10, [sp, #8]",
+            "ldr r4, [r10], #4",
+            "str r10, [sp, #8]",
+            "mov r5, r4",
+            "mov r8, r4",
+            "mov r9, r4",
+            "ldr r12, [sp, #20]",
+            "ldr r11, [sp]",
+            "cmp r12, r11",
+            "beq 3f",
+            "2:",
+            group4_fixed!(), group4_fixed!(), group4_fixed!(),
+            group4_fixed!(), group4_fixed!(), group4_fixed!(),
+            group4_fixed!(), group4_fixed!(), group4_fixed!(),
+            "ldr r11, [sp]",
+            "cmp r12, r11",
+            "bne 2b",
+            "3:",
+            "ldr r11, [sp, #4]",
+            "cmp r12, r11",
+            "beq 5f",
+            "4:",
+            group4_fixed!(),
+            "ldr r11, [sp, #4]",
+            "cmp r12, r11",
+            "bne 4b",
+            "5:",
+            "ldr r10, [sp, #12]",
+            "stmia r10!, {{r4, r5, r8, r9}}",
+            "str r10, [sp, #12]",
+            "ldr r10, [sp, #16]",
+            "subs r10, r10, #1",
+            "str r10, [sp, #16]",
+            "bne 1b",
+            "add sp, sp, #24",
+            inout("r0") nine_end => _, inout("r1") end => _, inout("r2") bias => _,
+            inout("r3") out => _, inout("r4") channels => _,
+            out("r5") _, out("r8") _, out("r9") _, out("r10") _, out("r11") _,
+            inout("r12") staged => _, inout("lr") weights => _,
+        );
+    }
+}
+
+/// Widens `src` (whole words of four `u8` inputs) into `dst`, one group of two words
+/// per `STRIDE` bytes (see [`widen`]); the zero point in both halves of `zp2`.
+pub(super) fn widen_run<const STRIDE: usize>(src: &[u8], zp2: u32, dst: &mut [u8]) {
+    let groups = (src.len() / 4).min((dst.len() + STRIDE - GROUP_BYTES) / STRIDE);
+    #[cfg(spartan_dsp)]
+    if groups > 0 && (dst.as_ptr() as usize).is_multiple_of(4) {
+        let end = src.as_ptr().wrapping_add(4 * groups);
+        // SAFETY: `src` has `4 · groups` readable bytes and `dst` (word-aligned, as
+        // `STRD` needs) room for `groups` groups `STRIDE` bytes apart; the loop stops
+        // when the source pointer reaches `end`.
+        unsafe {
+            if zp2 == 0 {
+                core::arch::asm!(
+                    "2:",
+                    "ldr {q}, [{s}], #4",
+                    "uxtb16 {e}, {q}",
+                    "uxtb16 {o}, {q}, ror #8",
+                    "strd {e}, {o}, [{d}], #{stride}",
+                    "cmp {s}, {end}",
+                    "bne 2b",
+                    s = inout(reg) src.as_ptr() => _, d = inout(reg) dst.as_mut_ptr() => _,
+                    end = in(reg) end, q = out(reg) _, e = out(reg) _, o = out(reg) _,
+                    stride = const STRIDE, options(nostack),
+                );
+            } else {
+                core::arch::asm!(
+                    "2:",
+                    "ldr {q}, [{s}], #4",
+                    "uxtb16 {e}, {q}",
+                    "uxtb16 {o}, {q}, ror #8",
+                    "ssub16 {e}, {e}, {z}",
+                    "ssub16 {o}, {o}, {z}",
+                    "strd {e}, {o}, [{d}], #{stride}",
+                    "cmp {s}, {end}",
+                    "bne 2b",
+                    s = inout(reg) src.as_ptr() => _, d = inout(reg) dst.as_mut_ptr() => _,
+                    end = in(reg) end, z = in(reg) zp2, q = out(reg) _, e = out(reg) _,
+                    o = out(reg) _, stride = const STRIDE, options(nostack),
+                );
+            }
+        }
+        return;
+    }
+    for (quad, group) in src.chunks_exact(4).zip(dst.chunks_mut(STRIDE)).take(groups) {
+        let [even, odd] = widen(weight_word(quad), zp2);
+        group[..4].copy_from_slice(&even.to_le_bytes());
+        group[4..GROUP_BYTES].copy_from_slice(&odd.to_le_bytes());
+    }
 }
 
 #[cfg(test)]

@@ -89,7 +89,10 @@ impl Plan {
                     let pooled = out.is_monotone()
                         && matches!(spec.layers.get(i + 1), Some(LayerSpec::MaxPool(p)) if p.size == 2);
                     let k = c.kernel as usize;
-                    scratch = scratch.max(mcu::scratch_bytes(k * k * input.channels as usize));
+                    scratch = scratch.max(mcu::scratch_bytes(
+                        k * k * input.channels as usize,
+                        c.filters as usize,
+                    ));
                     let slots = k + usize::from(pooled);
                     (
                         StageKind::Conv { pooled },
@@ -237,7 +240,7 @@ impl<'a> Int8Model<'a> {
         pixels: &[u8],
         arena: &mut [u8],
         logits: &mut [i8],
-        probe: &mut impl Probe,
+        probe: &mut dyn Probe,
     ) -> Result<usize> {
         self.run(pixels, arena, logits, probe, Kernels::NATIVE)
     }
@@ -248,7 +251,7 @@ impl<'a> Int8Model<'a> {
         pixels: &[u8],
         arena: &mut [u8],
         logits: &mut [i8],
-        probe: &mut impl Probe,
+        probe: &mut dyn Probe,
         kernels: Kernels,
     ) -> Result<usize> {
         check_len("pixels", self.input_len(), pixels.len())?;

@@ -3,20 +3,35 @@
 //! A block's inputs are *staged* first: each pixel's `k·k·C_in` taps, widened to
 //! 16-bit lanes minus the zero point ([`dsp::widen`]), interleaved group by group (four
 //! taps) so that one `LDM` loads two pixels' group. Every output channel then reads
-//! its weights once per group for all four pixels ([`dsp::block4`]): staging costs one
-//! pass over the taps per block, the multiply-adds run 32 channels times over them.
+//! its weights once per group for all four pixels ([`dsp::channels4`]): staging costs
+//! one pass over the taps per block, the multiply-adds run `C_out` times over them.
 //!
 //! Blocks are one row of four pixels, or — when the conv is fused with a 2×2 max-pool —
 //! a 2×2 window, whose four accumulators reduce to their maximum before the single
-//! rescale. Scratch: one staged block, in the caller's arena.
+//! rescale. The output stage's parameters are decoded once per row.
+//!
+//! Scratch, in the caller's arena: one staged block, its accumulators, and the decoded
+//! parameters (16 bytes per output channel each).
 
 use super::dsp::{self, GROUP_BYTES};
 use super::exec::{Conv, Dense, Window};
 use super::kernels::Finisher;
+use super::model::OutputStage;
 use super::record::le_i32;
+use crate::quant::{NarrowRequant, Requant};
 
-/// Arena bytes to stage one block of a conv with `taps` taps per output pixel.
-pub(super) fn scratch_bytes(taps: usize) -> usize {
+/// Bytes per output channel of accumulators (four pixels).
+const CHANNEL_BYTES: usize = 16;
+/// Bytes per output channel of decoded output-stage parameters.
+const PARAM_BYTES: usize = 20;
+
+/// Arena bytes a conv with `taps` taps per output pixel and `channels` outputs needs.
+pub(super) fn scratch_bytes(taps: usize, channels: usize) -> usize {
+    staged_bytes(taps) + (CHANNEL_BYTES + PARAM_BYTES) * channels
+}
+
+/// Bytes of one staged block of four pixels.
+fn staged_bytes(taps: usize) -> usize {
     4 * taps.div_ceil(4) * GROUP_BYTES
 }
 
@@ -29,74 +44,266 @@ pub(super) fn conv_row(
     dst: &mut [u8],
     scratch: &mut [u8],
 ) {
+    let taps = c.kernel * c.kernel * c.in_channels;
     let co = c.out_channels;
-    if pooled {
-        for q in 0..c.out_width / 2 {
-            let x = 2 * q;
-            let staged = stage(c, win, &[(0, x), (0, x + 1), (1, x), (1, x + 1)], scratch);
-            for ch in 0..co {
-                let [a, b, d, e] = channel4(c, ch, staged);
-                let f = Finisher::new(&c.out, ch, c.acc_bound);
-                dst[q * co + ch] = f.hidden(a.max(b).max(d.max(e)));
+    let Some(scratch) = scratch.get_mut(..scratch_bytes(taps, co)) else {
+        return;
+    };
+    let (staged_buf, rest) = scratch.split_at_mut(staged_bytes(taps));
+    let (acc, params) = rest.split_at_mut(CHANNEL_BYTES * co);
+    let out = Stage::decode(c, params);
+    let params = &*params;
+    let mut x = 0;
+    while x < c.out_width {
+        let block = Block::at(pooled, x, c.out_width);
+        let staged = stage(c, win, &block.pixels[..block.count], staged_buf);
+        accumulate(c, staged, block.count, acc);
+        let Some(dst) = dst.get_mut(block.first * co..) else {
+            return;
+        };
+        out.finish(block.kind, acc, params, dst);
+        x += block.advance;
+    }
+}
+
+/// How a block's accumulators become outputs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A 2×2 pool window: one output, the maximum.
+    Pool,
+    /// Four pixels of a row.
+    Row4,
+    /// The last one or two pixels of a row (a lone one computed twice).
+    Pair,
+}
+
+/// Four (or two) output pixels computed together.
+struct Block {
+    kind: Kind,
+    /// `(row within the window, column)` of each pixel.
+    pixels: [(usize, usize); 4],
+    count: usize,
+    /// The first output pixel it writes.
+    first: usize,
+    /// Columns to the next block.
+    advance: usize,
+}
+
+impl Block {
+    fn at(pooled: bool, x: usize, width: usize) -> Self {
+        if pooled {
+            return Block {
+                kind: Kind::Pool,
+                pixels: [(0, x), (0, x + 1), (1, x), (1, x + 1)],
+                count: 4,
+                first: x / 2,
+                advance: 2,
+            };
+        }
+        if x + 4 <= width {
+            return Block {
+                kind: Kind::Row4,
+                pixels: [(0, x), (0, x + 1), (0, x + 2), (0, x + 3)],
+                count: 4,
+                first: x,
+                advance: 4,
+            };
+        }
+        let x1 = (x + 1).min(width - 1);
+        Block {
+            kind: Kind::Pair,
+            pixels: [(0, x), (0, x1), (0, x), (0, x1)],
+            count: 2,
+            first: x,
+            advance: 2,
+        }
+    }
+}
+
+/// Accumulator `i` of a channel's four (`a`: 16 bytes).
+#[inline(always)]
+fn acc_at(a: &[u8; CHANNEL_BYTES], i: usize) -> i32 {
+    i32::from_le_bytes([a[4 * i], a[4 * i + 1], a[4 * i + 2], a[4 * i + 3]])
+}
+
+/// A channel's decoded narrow rescale (`p`: its 20 bytes).
+#[inline(always)]
+fn narrow_at(p: &[u8; PARAM_BYTES]) -> NarrowRequant {
+    NarrowRequant::from_words(core::array::from_fn(|i| {
+        u32::from_le_bytes([p[4 * i], p[4 * i + 1], p[4 * i + 2], p[4 * i + 3]])
+    }))
+}
+
+/// How the row's outputs are finished.
+enum Stage<'o> {
+    /// Every channel's rescale in its narrow form, decoded into the parameter scratch.
+    Narrow { zero_point: i32, floor: i32 },
+    /// Anything else, decoded per output.
+    Other(&'o OutputStage<'o>, u32),
+}
+
+impl<'o> Stage<'o> {
+    /// Decodes the output stage of `c` (into `params` when every channel's rescale has
+    /// a narrow form).
+    fn decode(c: &'o Conv<'o>, params: &mut [u8]) -> Self {
+        if let OutputStage::Requant {
+            params: raw,
+            zero_point,
+            relu,
+        } = c.out
+        {
+            let mut all = true;
+            for (ch, slot) in params.chunks_exact_mut(PARAM_BYTES).enumerate() {
+                let r = Requant {
+                    multiplier: le_i32(raw, 2 * ch),
+                    shift: le_i32(raw, 2 * ch + 1),
+                };
+                match NarrowRequant::new(&r, c.acc_bound) {
+                    Some(n) => {
+                        for (b, w) in slot.chunks_exact_mut(4).zip(n.to_words()) {
+                            b.copy_from_slice(&w.to_le_bytes());
+                        }
+                    }
+                    None => all = false,
+                }
+            }
+            if all {
+                let floor = if relu { zero_point } else { i32::MIN };
+                return Stage::Narrow { zero_point, floor };
             }
         }
+        Stage::Other(&c.out, c.acc_bound)
+    }
+
+    /// Each channel's outputs of a block into `dst` (from the block's first output
+    /// pixel on, channels innermost).
+    fn finish(&self, kind: Kind, acc: &[u8], params: &[u8], dst: &mut [u8]) {
+        let co = acc.len() / CHANNEL_BYTES;
+        let &Stage::Narrow { zero_point, floor } = self else {
+            self.finish_any(kind, acc, params, dst);
+            return;
+        };
+        let f = |p: &[u8], a: i32| -> u8 {
+            let p: &[u8; PARAM_BYTES] = p.try_into().unwrap_or(&[0; PARAM_BYTES]);
+            // `|q| < 2^30`: adding the zero point cannot overflow.
+            (narrow_at(p).apply(a) + zero_point)
+                .max(floor)
+                .clamp(0, 255) as u8
+        };
+        let channels = acc
+            .chunks_exact(CHANNEL_BYTES)
+            .zip(params.chunks_exact(PARAM_BYTES));
+        match kind {
+            Kind::Pool => {
+                for ((a, p), o) in channels.zip(dst.iter_mut()) {
+                    let a: &[u8; CHANNEL_BYTES] = a.try_into().unwrap_or(&[0; CHANNEL_BYTES]);
+                    let m = acc_at(a, 0)
+                        .max(acc_at(a, 1))
+                        .max(acc_at(a, 2).max(acc_at(a, 3)));
+                    *o = f(p, m);
+                }
+            }
+            Kind::Row4 => {
+                let (d0, rest) = dst.split_at_mut(co.min(dst.len()));
+                let (d1, rest) = rest.split_at_mut(co.min(rest.len()));
+                let (d2, d3) = rest.split_at_mut(co.min(rest.len()));
+                let outs = d0
+                    .iter_mut()
+                    .zip(d1.iter_mut())
+                    .zip(d2.iter_mut().zip(d3.iter_mut()));
+                for ((a, p), ((o0, o1), (o2, o3))) in channels.zip(outs) {
+                    let a: &[u8; CHANNEL_BYTES] = a.try_into().unwrap_or(&[0; CHANNEL_BYTES]);
+                    *o0 = f(p, acc_at(a, 0));
+                    *o1 = f(p, acc_at(a, 1));
+                    *o2 = f(p, acc_at(a, 2));
+                    *o3 = f(p, acc_at(a, 3));
+                }
+            }
+            Kind::Pair => self.finish_any(kind, acc, params, dst),
+        }
+    }
+
+    /// [`finish`](Self::finish) for any stage and block, one output at a time.
+    #[inline(never)]
+    fn finish_any(&self, kind: Kind, acc: &[u8], params: &[u8], dst: &mut [u8]) {
+        let co = acc.len() / CHANNEL_BYTES;
+        for (ch, a) in acc.chunks_exact(CHANNEL_BYTES).enumerate() {
+            let a: &[u8; CHANNEL_BYTES] = a.try_into().unwrap_or(&[0; CHANNEL_BYTES]);
+            let f = |v: i32| self.one(params, ch, v);
+            let outputs: &[(usize, i32)] = &match kind {
+                Kind::Pool => {
+                    let m = acc_at(a, 0)
+                        .max(acc_at(a, 1))
+                        .max(acc_at(a, 2).max(acc_at(a, 3)));
+                    [(0, m), (0, m), (0, m), (0, m)]
+                }
+                Kind::Row4 => [
+                    (0, acc_at(a, 0)),
+                    (1, acc_at(a, 1)),
+                    (2, acc_at(a, 2)),
+                    (3, acc_at(a, 3)),
+                ],
+                Kind::Pair => [
+                    (0, acc_at(a, 0)),
+                    (1, acc_at(a, 1)),
+                    (0, acc_at(a, 0)),
+                    (1, acc_at(a, 1)),
+                ],
+            };
+            for &(p, v) in outputs {
+                if let Some(o) = dst.get_mut(p * co + ch) {
+                    *o = f(v);
+                }
+            }
+        }
+    }
+
+    /// The output of accumulator `acc` of channel `ch` (any stage).
+    fn one(&self, params: &[u8], ch: usize, acc: i32) -> u8 {
+        match *self {
+            Stage::Narrow { zero_point, floor } => {
+                let p = params.get(ch * PARAM_BYTES..(ch + 1) * PARAM_BYTES);
+                match p.and_then(|p| <&[u8; PARAM_BYTES]>::try_from(p).ok()) {
+                    // `|q| < 2^30`: adding the zero point cannot overflow.
+                    Some(p) => (narrow_at(p).apply(acc) + zero_point)
+                        .max(floor)
+                        .clamp(0, 255) as u8,
+                    None => 0,
+                }
+            }
+            Stage::Other(out, bound) => Finisher::new(out, ch, bound).hidden(acc),
+        }
+    }
+}
+
+/// Accumulators of every channel for `count` (4 or 2) staged pixels into `acc` (16
+/// bytes per channel).
+fn accumulate(c: &Conv<'_>, staged: &[u8], count: usize, acc: &mut [u8]) {
+    let taps = c.kernel * c.kernel * c.in_channels;
+    if count == 4 && taps.is_multiple_of(4) {
+        dsp::channels4(staged, c.weight, c.bias, taps / 4, acc);
         return;
     }
-    let mut x = 0;
-    while x + 4 <= c.out_width {
-        let staged = stage(
-            c,
-            win,
-            &[(0, x), (0, x + 1), (0, x + 2), (0, x + 3)],
-            scratch,
-        );
-        for ch in 0..co {
-            let acc = channel4(c, ch, staged);
-            let f = Finisher::new(&c.out, ch, c.acc_bound);
-            for (p, &a) in acc.iter().enumerate() {
-                dst[(x + p) * co + ch] = f.hidden(a);
-            }
+    let weights = c.weight.chunks_exact(taps.max(1));
+    for (ch, (a, w)) in acc.chunks_exact_mut(CHANNEL_BYTES).zip(weights).enumerate() {
+        let bias = le_i32(c.bias, ch);
+        let sums = if count == 4 {
+            tail::<4>(staged, w, dsp::block4(staged, w, [bias; 4]))
+        } else {
+            let [s0, s1] = tail::<2>(staged, w, dsp::block2(staged, w, [bias; 2]));
+            [s0, s1, s0, s1]
+        };
+        for (b, s) in a.chunks_exact_mut(4).zip(sums) {
+            b.copy_from_slice(&s.to_le_bytes());
         }
-        x += 4;
     }
-    while x < c.out_width {
-        // The row's last one or two pixels (a lone one is staged twice).
-        let x1 = (x + 1).min(c.out_width - 1);
-        let staged = stage(c, win, &[(0, x), (0, x1)], scratch);
-        for ch in 0..co {
-            let acc = channel2(c, ch, staged);
-            let f = Finisher::new(&c.out, ch, c.acc_bound);
-            dst[x * co + ch] = f.hidden(acc[0]);
-            dst[x1 * co + ch] = f.hidden(acc[1]);
-        }
-        x += 2;
-    }
-}
-
-/// Accumulators of channel `ch` for the four staged pixels.
-#[inline(always)]
-fn channel4(c: &Conv<'_>, ch: usize, staged: &[u8]) -> [i32; 4] {
-    let taps = c.kernel * c.kernel * c.in_channels;
-    let w = c.weight.get(ch * taps..(ch + 1) * taps).unwrap_or(&[]);
-    let acc = dsp::block4(staged, w, [le_i32(c.bias, ch); 4]);
-    tail::<4>(staged, w, acc)
-}
-
-/// Accumulators of channel `ch` for the two staged pixels.
-#[inline(always)]
-fn channel2(c: &Conv<'_>, ch: usize, staged: &[u8]) -> [i32; 2] {
-    let taps = c.kernel * c.kernel * c.in_channels;
-    let w = c.weight.get(ch * taps..(ch + 1) * taps).unwrap_or(&[]);
-    let acc = dsp::block2(staged, w, [le_i32(c.bias, ch); 2]);
-    tail::<2>(staged, w, acc)
 }
 
 /// The taps after the last whole group of four (`taps % 4` of them), one at a time:
 /// weights past a channel's end belong to the next channel and are not read.
-#[inline(always)]
 fn tail<const P: usize>(staged: &[u8], w: &[u8], mut acc: [i32; P]) -> [i32; P] {
     let whole = w.len() / 4;
-    let group = &staged[(whole * P * GROUP_BYTES).min(staged.len())..];
+    let group = staged.get(whole * P * GROUP_BYTES..).unwrap_or(&[]);
     for (i, &wt) in w[4 * whole..].iter().enumerate() {
         let (word, half) = (i & 1, (i >> 1) as u32);
         for (p, a) in acc.iter_mut().enumerate() {
@@ -116,52 +323,45 @@ fn stage<'s>(
     scratch: &'s mut [u8],
 ) -> &'s [u8] {
     let (k, ci) = (c.kernel, c.in_channels);
-    let taps = k * k * ci;
-    let p_count = pixels.len();
-    let stride = p_count * GROUP_BYTES;
-    let len = taps.div_ceil(4) * stride;
+    let row_taps = k * ci;
+    let stride = pixels.len() * GROUP_BYTES;
+    let len = (k * row_taps).div_ceil(4) * stride;
     let Some(out) = scratch.get_mut(..len) else {
         return &[];
     };
     let zp2 = (c.zp_in as u32 & 0xFFFF) * 0x0001_0001;
-    let row_taps = k * ci;
+    let whole_groups = row_taps.is_multiple_of(4);
+    if !whole_groups {
+        // Padding lanes of the last group stay zero.
+        out.fill(0);
+    }
     for (p, &(dy, x)) in pixels.iter().enumerate() {
-        if row_taps.is_multiple_of(4) {
-            // Whole groups per kernel row: four input bytes widen to two words.
-            for ky in 0..k {
-                let src = win
-                    .row(dy + ky)
-                    .get(x * ci..x * ci + row_taps)
-                    .unwrap_or(&[]);
-                let first = ky * row_taps / 4;
-                for (quad, group) in src
-                    .chunks_exact(4)
-                    .zip(out[first * stride..].chunks_exact_mut(stride))
-                {
-                    let [even, odd] = dsp::widen(dsp::weight_word(quad), zp2);
-                    group[p * GROUP_BYTES..p * GROUP_BYTES + 4]
-                        .copy_from_slice(&even.to_le_bytes());
-                    group[p * GROUP_BYTES + 4..(p + 1) * GROUP_BYTES]
-                        .copy_from_slice(&odd.to_le_bytes());
+        for ky in 0..k {
+            let src = win
+                .row(dy + ky)
+                .get(x * ci..x * ci + row_taps)
+                .unwrap_or(&[]);
+            if whole_groups {
+                // Four input bytes widen to one group's two words.
+                let at = ky * row_taps / 4 * stride + p * GROUP_BYTES;
+                let dst = out.get_mut(at..).unwrap_or(&mut []);
+                match stride {
+                    32 => dsp::widen_run::<32>(src, zp2, dst),
+                    _ => dsp::widen_run::<16>(src, zp2, dst),
                 }
+                continue;
             }
-        } else {
-            // Groups straddle kernel rows (e.g. one input channel): tap by tap, the last
-            // group padded with zeros.
-            for g in 0..taps.div_ceil(4) {
-                let mut lanes = [0i32; 4];
-                for (i, lane) in lanes.iter_mut().enumerate() {
-                    let t = 4 * g + i;
-                    if t < taps {
-                        let (ky, r) = (t / row_taps, t % row_taps);
-                        let v = win.row(dy + ky).get(x * ci + r).copied().unwrap_or(0);
-                        *lane = i32::from(v) - c.zp_in;
-                    }
+            // Groups straddle kernel rows (e.g. one input channel): tap by tap, into
+            // lane `t % 4` of group `t / 4` (lanes (0, 2) in the first word, (1, 3) in
+            // the second).
+            for (r, &v) in src.iter().enumerate() {
+                let t = ky * row_taps + r;
+                let (g, lane) = (t / 4, t % 4);
+                let at = g * stride + p * GROUP_BYTES + (lane & 1) * 4 + (lane >> 1) * 2;
+                let value = (i32::from(v) - c.zp_in) as i16;
+                if let Some(d) = out.get_mut(at..at + 2) {
+                    d.copy_from_slice(&value.to_le_bytes());
                 }
-                let at = g * stride + p * GROUP_BYTES;
-                let word = |lo: i32, hi: i32| (lo as u16 as u32) | ((hi as u16 as u32) << 16);
-                out[at..at + 4].copy_from_slice(&word(lanes[0], lanes[2]).to_le_bytes());
-                out[at + 4..at + 8].copy_from_slice(&word(lanes[1], lanes[3]).to_le_bytes());
             }
         }
     }
