@@ -8,9 +8,9 @@
 //!   into two 16-bit lanes; `UXTB16` does the same for four `u8` activations. Weights
 //!   `(w0, w2), (w1, w3)` then meet inputs staged as `(x0, x2), (x1, x3)`.
 //!
-//! The block loops are `asm!`: LLVM kept the four accumulators of [`block4`] on the
-//! stack and gave each pixel its own pointer (35 instructions per 16 multiply-adds,
-//! measured), where one `LDM` loads two pixels' staged inputs (13 instructions).
+//! The block loop is `asm!`: LLVM kept four accumulators on the stack and gave each
+//! pixel its own pointer (35 instructions per 16 multiply-adds, measured), where one
+//! `LDM` loads two pixels' staged inputs (13 instructions).
 //! Stable Rust has no DSP intrinsics (`core::arch::arm` is unstable).
 #![cfg_attr(spartan_dsp, allow(unsafe_code))]
 
@@ -122,38 +122,18 @@ pub(super) fn staged_word(x: &[u8], i: usize) -> u32 {
 }
 
 /// Adds to each of four pixels' accumulators `Σ w·x` over the groups of four taps in
-/// `w` and `x` (staged per group as pixel 0's two words, pixel 1's, …, see
-/// [`widen`]). `x` must be word-aligned on the device.
-#[inline]
+/// `w` and `x` (staged per group as pixel 0's two words, pixel 1's, …, see [`widen`]).
+/// The path of layers whose taps are not whole groups (e.g. a first conv on one
+/// channel); [`channels4`] is the fast one.
 pub(super) fn block4(x: &[u8], w: &[u8], acc: [i32; 4]) -> [i32; 4] {
     let groups = (x.len() / (4 * GROUP_BYTES)).min(w.len() / 4);
-    #[cfg(spartan_dsp)]
-    if (x.as_ptr() as usize).is_multiple_of(4) {
-        return asm_block4(x.as_ptr(), w.as_ptr(), groups, acc);
-    }
-    portable_block::<4>(x, w, groups, acc)
-}
-
-/// [`block4`] for two pixels.
-#[inline]
-pub(super) fn block2(x: &[u8], w: &[u8], acc: [i32; 2]) -> [i32; 2] {
-    let groups = (x.len() / (2 * GROUP_BYTES)).min(w.len() / 4);
-    #[cfg(spartan_dsp)]
-    if (x.as_ptr() as usize).is_multiple_of(4) {
-        return asm_block2(x.as_ptr(), w.as_ptr(), groups, acc);
-    }
-    portable_block::<2>(x, w, groups, acc)
+    portable_block(x, w, groups, acc)
 }
 
 /// The block loop in portable Rust: the same integers as `SMLAD`.
-fn portable_block<const P: usize>(
-    x: &[u8],
-    w: &[u8],
-    groups: usize,
-    mut acc: [i32; P],
-) -> [i32; P] {
+fn portable_block(x: &[u8], w: &[u8], groups: usize, mut acc: [i32; 4]) -> [i32; 4] {
     for (xs, ws) in x
-        .chunks_exact(P * GROUP_BYTES)
+        .chunks_exact(4 * GROUP_BYTES)
         .zip(w.chunks_exact(4))
         .take(groups)
     {
@@ -165,32 +145,10 @@ fn portable_block<const P: usize>(
     acc
 }
 
-/// One group of four taps for four pixels: weights widened once, two `LDM`s of two
-/// pixels' staged words each, eight `SMLAD`s.
+/// One group of four taps for four pixels, in the fixed registers of [`asm_channels4`]:
+/// weights widened once, two `LDM`s of two pixels' staged words each, eight `SMLAD`s.
 #[cfg(spartan_dsp)]
 macro_rules! group4 {
-    () => {
-        concat!(
-            "ldr {w}, [{wp}], #4\n",
-            "sxtb16 {t}, {w}, ror #8\n",
-            "sxtb16 {w}, {w}\n",
-            "ldm {xp}!, {{r0, r1, r2, r3}}\n",
-            "smlad {a0}, r0, {w}, {a0}\n",
-            "smlad {a0}, r1, {t}, {a0}\n",
-            "smlad {a1}, r2, {w}, {a1}\n",
-            "smlad {a1}, r3, {t}, {a1}\n",
-            "ldm {xp}!, {{r0, r1, r2, r3}}\n",
-            "smlad {a2}, r0, {w}, {a2}\n",
-            "smlad {a2}, r1, {t}, {a2}\n",
-            "smlad {a3}, r2, {w}, {a3}\n",
-            "smlad {a3}, r3, {t}, {a3}\n",
-        )
-    };
-}
-
-/// [`group4`] in the fixed registers of [`asm_channels4`].
-#[cfg(spartan_dsp)]
-macro_rules! group4_fixed {
     () => {
         concat!(
             "ldr r10, [lr], #4\n",
@@ -208,89 +166,6 @@ macro_rules! group4_fixed {
             "smlad r9, r3, r11, r9\n",
         )
     };
-}
-
-/// [`block4`] on the device: three groups per loop turn (13 instructions each, the loop
-/// bound kept on the stack: the block uses all twelve free registers), then the rest.
-#[cfg(spartan_dsp)]
-#[inline(always)]
-fn asm_block4(x: *const u8, w: *const u8, groups: usize, acc: [i32; 4]) -> [i32; 4] {
-    let [mut a0, mut a1, mut a2, mut a3] = acc;
-    let (mut xp, mut wp) = (x, w);
-    let triples = groups / 3;
-    if triples > 0 {
-        let end = xp.wrapping_add(triples * 3 * 4 * GROUP_BYTES);
-        // SAFETY: the caller's slices hold `groups` groups: `x` has `32 · groups` bytes
-        // (word-aligned, as `LDM` needs) and `w` `4 · groups`; the loop reads exactly the
-        // first `triples` of them and stops when `xp` reaches `end`. The pushed word is
-        // popped before the block ends; r0–r3 are declared clobbered.
-        unsafe {
-            core::arch::asm!(
-                "push {{{w}}}",
-                "2:",
-                group4!(),
-                group4!(),
-                group4!(),
-                "ldr {t}, [sp]",
-                "cmp {xp}, {t}",
-                "bne 2b",
-                "add sp, sp, #4",
-                xp = inout(reg) xp, wp = inout(reg) wp,
-                a0 = inout(reg) a0, a1 = inout(reg) a1, a2 = inout(reg) a2, a3 = inout(reg) a3,
-                w = inout(reg) end => _, t = out(reg) _,
-                out("r0") _, out("r1") _, out("r2") _, out("r3") _,
-                options(readonly),
-            );
-        }
-    }
-    for _ in 0..groups % 3 {
-        // SAFETY: as above, for one of the remaining groups (fewer than three).
-        unsafe {
-            core::arch::asm!(
-                group4!(),
-                xp = inout(reg) xp, wp = inout(reg) wp,
-                a0 = inout(reg) a0, a1 = inout(reg) a1, a2 = inout(reg) a2, a3 = inout(reg) a3,
-                w = out(reg) _, t = out(reg) _,
-                out("r0") _, out("r1") _, out("r2") _, out("r3") _,
-                options(readonly, nostack),
-            );
-        }
-    }
-    [a0, a1, a2, a3]
-}
-
-/// [`block2`] on the device: one group per turn, 8 instructions for 8 multiply-adds.
-#[cfg(spartan_dsp)]
-#[inline(always)]
-fn asm_block2(x: *const u8, w: *const u8, groups: usize, acc: [i32; 2]) -> [i32; 2] {
-    let [mut a0, mut a1] = acc;
-    if groups > 0 {
-        let end = x.wrapping_add(groups * 2 * GROUP_BYTES);
-        // SAFETY: `x` holds `16 · groups` word-aligned bytes and `w` `4 · groups`; the
-        // loop reads exactly those and stops when `xp` reaches `end`; r0–r3 are
-        // declared clobbered.
-        unsafe {
-            core::arch::asm!(
-                "2:",
-                "ldr {w}, [{wp}], #4",
-                "sxtb16 {t}, {w}, ror #8",
-                "sxtb16 {w}, {w}",
-                "ldm {xp}!, {{r0, r1, r2, r3}}",
-                "smlad {a0}, r0, {w}, {a0}",
-                "smlad {a0}, r1, {t}, {a0}",
-                "smlad {a1}, r2, {w}, {a1}",
-                "smlad {a1}, r3, {t}, {a1}",
-                "cmp {xp}, {end}",
-                "bne 2b",
-                xp = inout(reg) x => _, wp = inout(reg) w => _,
-                a0 = inout(reg) a0, a1 = inout(reg) a1,
-                end = in(reg) end, w = out(reg) _, t = out(reg) _,
-                out("r0") _, out("r1") _, out("r2") _, out("r3") _,
-                options(readonly, nostack),
-            );
-        }
-    }
-    [a0, a1]
 }
 
 /// Accumulators of every output channel for four staged pixels: for channel `c`,
@@ -326,7 +201,7 @@ pub(super) fn channels4(staged: &[u8], weights: &[u8], bias: &[u8], groups: usiz
         .enumerate()
     {
         let b = weight_word(&bias[4 * c..]) as i32;
-        let sums = portable_block::<4>(staged, w, groups, [b; 4]);
+        let sums = portable_block(staged, w, groups, [b; 4]);
         for (dst, s) in acc.chunks_exact_mut(4).zip(sums) {
             dst.copy_from_slice(&s.to_le_bytes());
         }
@@ -370,9 +245,9 @@ fn asm_channels4(
             "cmp r12, r11",
             "beq 3f",
             "2:",
-            group4_fixed!(), group4_fixed!(), group4_fixed!(),
-            group4_fixed!(), group4_fixed!(), group4_fixed!(),
-            group4_fixed!(), group4_fixed!(), group4_fixed!(),
+            group4!(), group4!(), group4!(),
+            group4!(), group4!(), group4!(),
+            group4!(), group4!(), group4!(),
             "ldr r11, [sp]",
             "cmp r12, r11",
             "bne 2b",
@@ -381,7 +256,7 @@ fn asm_channels4(
             "cmp r12, r11",
             "beq 5f",
             "4:",
-            group4_fixed!(),
+            group4!(),
             "ldr r11, [sp, #4]",
             "cmp r12, r11",
             "bne 4b",
@@ -402,9 +277,12 @@ fn asm_channels4(
     }
 }
 
+/// Bytes between one pixel's staged groups: four pixels' two words each.
+const STRIDE: usize = 4 * GROUP_BYTES;
+
 /// Widens `src` (whole words of four `u8` inputs) into `dst`, one group of two words
 /// per `STRIDE` bytes (see [`widen`]); the zero point in both halves of `zp2`.
-pub(super) fn widen_run<const STRIDE: usize>(src: &[u8], zp2: u32, dst: &mut [u8]) {
+pub(super) fn widen_run(src: &[u8], zp2: u32, dst: &mut [u8]) {
     let groups = (src.len() / 4).min((dst.len() + STRIDE - GROUP_BYTES) / STRIDE);
     #[cfg(spartan_dsp)]
     if groups > 0 && (dst.as_ptr() as usize).is_multiple_of(4) {

@@ -56,8 +56,8 @@ pub(super) fn conv_row(
     let mut x = 0;
     while x < c.out_width {
         let block = Block::at(pooled, x, c.out_width);
-        let staged = stage(c, win, &block.pixels[..block.count], staged_buf);
-        accumulate(c, staged, block.count, acc);
+        let staged = stage(c, win, &block.pixels, staged_buf);
+        accumulate(c, staged, acc);
         let Some(dst) = dst.get_mut(block.first * co..) else {
             return;
         };
@@ -73,16 +73,16 @@ enum Kind {
     Pool,
     /// Four pixels of a row.
     Row4,
-    /// The last one or two pixels of a row (a lone one computed twice).
+    /// The last one or two pixels of a row, each computed twice (rows are rarely not
+    /// a multiple of four wide: one kernel is less flash than two).
     Pair,
 }
 
-/// Four (or two) output pixels computed together.
+/// Four output pixels computed together.
 struct Block {
     kind: Kind,
     /// `(row within the window, column)` of each pixel.
     pixels: [(usize, usize); 4],
-    count: usize,
     /// The first output pixel it writes.
     first: usize,
     /// Columns to the next block.
@@ -95,7 +95,6 @@ impl Block {
             return Block {
                 kind: Kind::Pool,
                 pixels: [(0, x), (0, x + 1), (1, x), (1, x + 1)],
-                count: 4,
                 first: x / 2,
                 advance: 2,
             };
@@ -104,7 +103,6 @@ impl Block {
             return Block {
                 kind: Kind::Row4,
                 pixels: [(0, x), (0, x + 1), (0, x + 2), (0, x + 3)],
-                count: 4,
                 first: x,
                 advance: 4,
             };
@@ -113,7 +111,6 @@ impl Block {
         Block {
             kind: Kind::Pair,
             pixels: [(0, x), (0, x1), (0, x), (0, x1)],
-            count: 2,
             first: x,
             advance: 2,
         }
@@ -276,23 +273,23 @@ impl<'o> Stage<'o> {
     }
 }
 
-/// Accumulators of every channel for `count` (4 or 2) staged pixels into `acc` (16
-/// bytes per channel).
-fn accumulate(c: &Conv<'_>, staged: &[u8], count: usize, acc: &mut [u8]) {
+/// Accumulators of every channel for the four staged pixels into `acc` (16 bytes per
+/// channel).
+fn accumulate(c: &Conv<'_>, staged: &[u8], acc: &mut [u8]) {
     let taps = c.kernel * c.kernel * c.in_channels;
-    if count == 4 && taps.is_multiple_of(4) {
+    if taps.is_multiple_of(4) {
         dsp::channels4(staged, c.weight, c.bias, taps / 4, acc);
         return;
     }
+    accumulate_any(c, staged, acc, taps);
+}
+
+/// [`accumulate`] when taps are not whole groups of four.
+#[inline(never)]
+fn accumulate_any(c: &Conv<'_>, staged: &[u8], acc: &mut [u8], taps: usize) {
     let weights = c.weight.chunks_exact(taps.max(1));
     for (ch, (a, w)) in acc.chunks_exact_mut(CHANNEL_BYTES).zip(weights).enumerate() {
-        let bias = le_i32(c.bias, ch);
-        let sums = if count == 4 {
-            tail::<4>(staged, w, dsp::block4(staged, w, [bias; 4]))
-        } else {
-            let [s0, s1] = tail::<2>(staged, w, dsp::block2(staged, w, [bias; 2]));
-            [s0, s1, s0, s1]
-        };
+        let sums = tail(staged, w, dsp::block4(staged, w, [le_i32(c.bias, ch); 4]));
         for (b, s) in a.chunks_exact_mut(4).zip(sums) {
             b.copy_from_slice(&s.to_le_bytes());
         }
@@ -301,9 +298,9 @@ fn accumulate(c: &Conv<'_>, staged: &[u8], count: usize, acc: &mut [u8]) {
 
 /// The taps after the last whole group of four (`taps % 4` of them), one at a time:
 /// weights past a channel's end belong to the next channel and are not read.
-fn tail<const P: usize>(staged: &[u8], w: &[u8], mut acc: [i32; P]) -> [i32; P] {
+fn tail(staged: &[u8], w: &[u8], mut acc: [i32; 4]) -> [i32; 4] {
     let whole = w.len() / 4;
-    let group = staged.get(whole * P * GROUP_BYTES..).unwrap_or(&[]);
+    let group = staged.get(whole * 4 * GROUP_BYTES..).unwrap_or(&[]);
     for (i, &wt) in w[4 * whole..].iter().enumerate() {
         let (word, half) = (i & 1, (i >> 1) as u32);
         for (p, a) in acc.iter_mut().enumerate() {
@@ -345,10 +342,7 @@ fn stage<'s>(
                 // Four input bytes widen to one group's two words.
                 let at = ky * row_taps / 4 * stride + p * GROUP_BYTES;
                 let dst = out.get_mut(at..).unwrap_or(&mut []);
-                match stride {
-                    32 => dsp::widen_run::<32>(src, zp2, dst),
-                    _ => dsp::widen_run::<16>(src, zp2, dst),
-                }
+                dsp::widen_run(src, zp2, dst);
                 continue;
             }
             // Groups straddle kernel rows (e.g. one input channel): tap by tap, into

@@ -47,6 +47,7 @@ impl Line {
         self.bytes(s.as_bytes())
     }
 
+    #[inline(never)]
     fn bytes(&mut self, b: &[u8]) -> &mut Self {
         if let Some(out) = self.0.as_mut() {
             let _ = out.write_all(b);
@@ -55,18 +56,11 @@ impl Line {
     }
 
     #[inline(never)]
-    fn num(&mut self, mut n: u32) -> &mut Self {
-        let mut digits = [0u8; 10];
-        let mut at = digits.len();
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
+    fn num(&mut self, n: u32) -> &mut Self {
+        if n >= 10 {
+            self.num(n / 10);
         }
-        self.bytes(&digits[at..])
+        self.bytes(&[b'0' + (n % 10) as u8])
     }
 
     /// `whole.hundredths` of `num / den` (`num < 2^32 / 100` or not, `den > 0`).
