@@ -199,6 +199,14 @@ pub(super) struct Dense<'a> {
     pub inputs: usize,
 }
 
+/// Kernel scratch: the arena's (counted in [`Int8Model::arena_len`]) and, on hosts, the
+/// row kernels' stack buffers, made once per inference rather than once per row.
+pub(super) struct Scratch<'s> {
+    pub arena: &'s mut [u8],
+    #[cfg(not(target_os = "none"))]
+    pub host: &'s mut super::host::Scratch,
+}
+
 /// Where a stage writes its output row.
 pub(super) enum Dest<'d> {
     /// The next stage's input slot (`u8` activations).
@@ -268,6 +276,13 @@ impl<'a> Int8Model<'a> {
         let skip = arena.as_ptr().align_offset(4).min(3);
         let arena = &mut arena[skip..skip + self.plan.bytes as usize];
         let (scratch, area) = arena.split_at_mut(self.plan.scratch as usize);
+        #[cfg(not(target_os = "none"))]
+        let mut host = super::host::Scratch::new();
+        let mut scratch = Scratch {
+            arena: scratch,
+            #[cfg(not(target_os = "none"))]
+            host: &mut host,
+        };
         let stages = &self.plan.stages;
         let mut received = [0u16; MAX_LAYERS];
         let input = self.shapes[0];
@@ -294,8 +309,15 @@ impl<'a> Int8Model<'a> {
                     }
                     None => Dest::Logits(&mut *logits),
                 };
-                let emitted =
-                    self.step(stage, row as usize, pixel_row, mine, dest, scratch, kernels);
+                let emitted = self.step(
+                    stage,
+                    row as usize,
+                    pixel_row,
+                    mine,
+                    dest,
+                    &mut scratch,
+                    kernels,
+                );
                 if !emitted {
                     break;
                 }
@@ -315,7 +337,7 @@ impl<'a> Int8Model<'a> {
         pixels: &[u8],
         mine: &mut [u8],
         dest: Dest<'_>,
-        scratch: &mut [u8],
+        scratch: &mut Scratch<'_>,
         kernels: Kernels,
     ) -> bool {
         let li = st.layer as usize;
@@ -377,7 +399,7 @@ impl<'a> Int8Model<'a> {
                     out_width,
                 };
                 match kernels {
-                    Kernels::Mcu => mcu::conv_row(&conv, &window, pooled, dst, scratch),
+                    Kernels::Mcu => mcu::conv_row(&conv, &window, pooled, dst, scratch.arena),
                     #[cfg(not(target_os = "none"))]
                     Kernels::Host => super::host::conv_row(&conv, &window, pooled, dst, scratch),
                 }

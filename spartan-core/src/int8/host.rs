@@ -2,60 +2,104 @@
 //! stack (AVX-512 VNNI where the CPU has it, else portable loops LLVM vectorises), then
 //! the output stage a pixel's channels at a time.
 
-use super::exec::{Conv, Dense, Window};
+use super::exec::{Conv, Dense, Scratch as ExecScratch, Window};
 use super::kernels::Finisher;
 use super::model::OutputStage;
 use super::record::le_i32;
 use crate::quant::Requant;
 
-/// Accumulators a host keeps on its stack for one conv row (16 KiB).
+/// Accumulators a host keeps for one conv row (16 KiB).
 const TILE: usize = 4096;
 
+/// The row kernels' buffers, on the stack of one inference.
+pub(super) struct Scratch {
+    tile: [i32; TILE],
+    #[cfg(target_arch = "x86_64")]
+    vnni: super::vnni::Scratch,
+}
+
+impl Scratch {
+    pub(super) fn new() -> Self {
+        Scratch {
+            tile: [0; TILE],
+            #[cfg(target_arch = "x86_64")]
+            vnni: super::vnni::Scratch::new(),
+        }
+    }
+}
+
 /// One output row of a conv — or, `pooled`, one row of its 2×2 max-pool from two conv
-/// rows — into `dst` (`u8`, pixels × channels). Rows too wide for the stack tile go to
-/// the microcontroller kernel, which needs only `scratch`.
+/// rows — into `dst` (`u8`, pixels × channels). Rows too wide for the tile go to the
+/// microcontroller kernel, which needs only the arena's scratch.
 pub(super) fn conv_row(
     c: &Conv<'_>,
     win: &Window<'_>,
     pooled: bool,
     dst: &mut [u8],
-    scratch: &mut [u8],
+    scratch: &mut ExecScratch<'_>,
 ) {
     let co = c.out_channels;
     let rows = if pooled { 2 } else { 1 };
     // Whole pool windows per chunk of columns.
     let cols = (TILE / (rows * co).max(1)) & !1;
     if cols == 0 {
-        super::mcu::conv_row(c, win, pooled, dst, scratch);
+        super::mcu::conv_row(c, win, pooled, dst, scratch.arena);
         return;
     }
-    let mut tile = [0i32; TILE];
+    let Scratch {
+        tile,
+        #[cfg(target_arch = "x86_64")]
+        vnni,
+    } = &mut *scratch.host;
     let mut x0 = 0;
     while x0 < c.out_width {
         let x1 = (x0 + cols).min(c.out_width);
         let n = x1 - x0;
         let tile = &mut tile[..rows * n * co];
-        accumulate(c, win, rows, x0..x1, tile);
+        accumulate(
+            c,
+            win,
+            rows,
+            x0..x1,
+            tile,
+            #[cfg(target_arch = "x86_64")]
+            vnni,
+        );
         if pooled {
+            // The window's maximum accumulator per channel, compacted to the front of
+            // the tile (window `q` reads pixels `2q`, `2q + 1` of both rows, at or
+            // after where it writes), then the output stage.
             for q in 0..n / 2 {
-                let at = |dy: usize, dx: usize| (dy * n + 2 * q + dx) * co;
-                let out = &mut dst[(x0 / 2 + q) * co..(x0 / 2 + q + 1) * co];
-                for (ch, o) in out.iter_mut().enumerate() {
-                    let m = tile[at(0, 0) + ch]
-                        .max(tile[at(0, 1) + ch])
-                        .max(tile[at(1, 0) + ch].max(tile[at(1, 1) + ch]));
-                    *o = Finisher::reference(&c.out, ch).hidden(m);
+                let (top, bottom) = tile.split_at_mut(n * co);
+                let (b0, b1) = bottom[2 * q * co..(2 * q + 2) * co].split_at(co);
+                for ((t, &x), &y) in top[2 * q * co..(2 * q + 1) * co].iter_mut().zip(b0).zip(b1) {
+                    *t = (*t).max(x.max(y));
                 }
+                let (head, tail) = top.split_at_mut((2 * q + 1) * co);
+                for (t, &x) in head[2 * q * co..].iter_mut().zip(&tail[..co]) {
+                    *t = (*t).max(x);
+                }
+                top.copy_within(2 * q * co..(2 * q + 1) * co, q * co);
             }
+            let pixels = n / 2;
+            let out = &mut dst[x0 / 2 * co..(x0 / 2 + pixels) * co];
+            finish_pixels(&c.out, &tile[..pixels * co], co, out);
         } else {
-            for (acc, out) in tile
-                .chunks_exact(co)
-                .zip(dst[x0 * co..x1 * co].chunks_exact_mut(co))
-            {
-                finish_channels(&c.out, acc, out);
-            }
+            finish_pixels(&c.out, tile, co, &mut dst[x0 * co..x1 * co]);
         }
         x0 = x1;
+    }
+}
+
+/// The `u8` outputs of pixels' accumulators (`co` channels innermost): AVX-512 where
+/// the CPU has it, else the portable output stage.
+fn finish_pixels(out: &OutputStage<'_>, tile: &[i32], co: usize, dst: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::vnni::finish_pixels(out, tile, co, dst) {
+        return;
+    }
+    for (acc, o) in tile.chunks_exact(co).zip(dst.chunks_exact_mut(co)) {
+        finish_channels(out, acc, o);
     }
 }
 
@@ -67,9 +111,10 @@ fn accumulate(
     rows: usize,
     cols: core::ops::Range<usize>,
     tile: &mut [i32],
+    #[cfg(target_arch = "x86_64")] vnni: &mut super::vnni::Scratch,
 ) {
-    #[cfg(all(target_arch = "x86_64", not(target_os = "none")))]
-    if super::vnni::accumulate(c, win, rows, cols.clone(), tile) {
+    #[cfg(target_arch = "x86_64")]
+    if super::vnni::accumulate(c, win, rows, cols.clone(), tile, vnni) {
         return;
     }
     portable_accumulate(c, win, rows, cols, tile);
@@ -127,6 +172,10 @@ fn dot(xs: &[u8], ws: &[u8], zp: i32) -> i32 {
     "x86_64+avx2+fma"
 ))]
 pub(super) fn dense_row(d: &Dense<'_>, row: &[u8], first: usize, acc: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::vnni::dense_row(d, row, first, acc) {
+        return;
+    }
     for (n, a) in acc.chunks_exact_mut(4).enumerate() {
         let w = d
             .weight
