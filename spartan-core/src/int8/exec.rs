@@ -359,6 +359,7 @@ impl<'a> Int8Model<'a> {
                     zp_in,
                     out,
                     acc_bound,
+                    ..
                 },
                 LayerSpec::Conv(cs),
             ) => {

@@ -32,4 +32,4 @@ pub use exec::Probe;
 pub use model::{FilterTables, Int8Layer, Int8Model, OutputStage, NEVER_ON};
 pub use record::LayerMeta;
 #[cfg(feature = "alloc")]
-pub use record::{FilterRecord, Int8Writer, LinearRecord, OutputRecord};
+pub use record::{FilterRecord, Int8Writer, LinearRecord, OutputRecord, Record};

@@ -74,6 +74,8 @@ pub enum Int8Layer<'a> {
         out: OutputStage<'a>,
         /// Largest `|accumulator|` any input can produce (from validation).
         acc_bound: u32,
+        /// Real value of one output step (informative: hosts, inspection).
+        scale_out: f32,
     },
     /// Max pooling.
     Pool,
@@ -89,6 +91,8 @@ pub enum Int8Layer<'a> {
         out: OutputStage<'a>,
         /// Largest `|accumulator|` any input can produce (from validation).
         acc_bound: u32,
+        /// Real value of one output step (informative: hosts, inspection).
+        scale_out: f32,
     },
 }
 

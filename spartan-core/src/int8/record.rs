@@ -197,7 +197,7 @@ pub(super) fn parse<'a>(
                 if li == last {
                     logit_meta = Some(meta);
                 }
-                let zp_in = meta.zp_in;
+                let (zp_in, scale_out) = (meta.zp_in, meta.scale_out);
                 match layer {
                     LayerSpec::Conv(_) => Int8Layer::Conv {
                         weight,
@@ -205,6 +205,7 @@ pub(super) fn parse<'a>(
                         zp_in,
                         out,
                         acc_bound,
+                        scale_out,
                     },
                     _ => Int8Layer::Dense {
                         weight,
@@ -212,6 +213,7 @@ pub(super) fn parse<'a>(
                         zp_in,
                         out,
                         acc_bound,
+                        scale_out,
                     },
                 }
             }
@@ -354,7 +356,7 @@ fn accumulator_bound(fan_in: u32, bias: &[u8], zp_in: i32, tensor: usize) -> Res
 }
 
 #[cfg(feature = "alloc")]
-pub use writer::{FilterRecord, Int8Writer, LinearRecord, OutputRecord};
+pub use writer::{FilterRecord, Int8Writer, LinearRecord, OutputRecord, Record};
 
 #[cfg(feature = "alloc")]
 mod writer {
@@ -403,6 +405,98 @@ mod writer {
         pub zp_out: i32,
         /// Real value of one output step (informative).
         pub scale_out: f32,
+    }
+
+    /// One layer's numbers, as [`Int8Writer::record`] takes them.
+    #[derive(Clone, Debug, PartialEq)]
+    pub enum Record {
+        /// A layer-1 filter.
+        Filter(FilterRecord),
+        /// A conv or dense layer.
+        Linear(LinearRecord),
+        /// A max-pool (nothing stored).
+        Pool,
+    }
+
+    fn tables(bytes: &[u8]) -> Vec<BitTable> {
+        bytes
+            .chunks_exact(TABLE_BYTES as usize)
+            .map(|t| BitTable(core::array::from_fn(|i| le_i32(t, i) as u32)))
+            .collect()
+    }
+
+    impl super::super::Int8Model<'_> {
+        /// Each layer's numbers back in the writer's terms (weights in the spec's layout):
+        /// writing them again gives the same file, which is how the tests check that the
+        /// writer and the parser agree.
+        pub fn records(&self) -> Vec<Record> {
+            self.layers()
+                .iter()
+                .map(|layer| match *layer {
+                    Int8Layer::Filter(t) => Record::Filter(match t {
+                        FilterTables::Shared(b) => FilterRecord::Shared(tables(b)),
+                        FilterTables::PerUnit(b) => FilterRecord::PerUnit(tables(b)),
+                        FilterTables::Thresholds(b) => FilterRecord::Thresholds(
+                            (0..b.len() / 2).map(|i| le_u16(b, i)).collect(),
+                        ),
+                    }),
+                    Int8Layer::Pool => Record::Pool,
+                    Int8Layer::Conv {
+                        weight,
+                        bias,
+                        zp_in,
+                        out,
+                        scale_out,
+                        ..
+                    }
+                    | Int8Layer::Dense {
+                        weight,
+                        bias,
+                        zp_in,
+                        out,
+                        scale_out,
+                        ..
+                    } => {
+                        let channels = bias.len() / 4;
+                        let fan_in = weight.len() / channels.max(1);
+                        // Back to the spec's layout: the transpose of the stored one.
+                        let mut spec_weight = alloc::vec![0i8; weight.len()];
+                        for (c, row) in weight.chunks_exact(fan_in.max(1)).enumerate() {
+                            for (t, &w) in row.iter().enumerate() {
+                                spec_weight[t * channels + c] = w as i8;
+                            }
+                        }
+                        let output = match out {
+                            OutputStage::Requant { params, .. } => OutputRecord::Requant(
+                                (0..channels)
+                                    .map(|c| Requant {
+                                        multiplier: le_i32(params, 2 * c),
+                                        shift: le_i32(params, 2 * c + 1),
+                                    })
+                                    .collect(),
+                            ),
+                            OutputStage::Step => OutputRecord::Step,
+                            OutputStage::Cosine(f) => OutputRecord::Cosine(
+                                (0..channels)
+                                    .map(|c| {
+                                        (le_i32(f, 2 * c) as u32 as i64)
+                                            | ((le_i32(f, 2 * c + 1) as i64) << 32)
+                                    })
+                                    .collect(),
+                            ),
+                        };
+                        Record::Linear(LinearRecord {
+                            weight: spec_weight,
+                            bias: (0..channels).map(|c| le_i32(bias, c)).collect(),
+                            output,
+                            zp_in,
+                            zp_out: out.zero_point(),
+                            scale_out,
+                        })
+                    }
+                })
+                .collect()
+        }
     }
 
     /// Builds an int8 model file layer by layer, in the order and layout the parser
@@ -548,6 +642,24 @@ mod writer {
             self.tensors.push((DType::I32, META.to_vec(), i32s(&meta)));
             self.layer += 1;
             Ok(())
+        }
+
+        /// The next layer, whatever its kind.
+        pub fn record(&mut self, record: &Record) -> Result<()> {
+            match record {
+                Record::Filter(f) => self.filter(f),
+                Record::Linear(l) => self.linear(l),
+                Record::Pool => {
+                    let li = self.layer;
+                    match self.spec.layers.get(li) {
+                        Some(LayerSpec::MaxPool(_)) => {
+                            self.layer += 1;
+                            Ok(())
+                        }
+                        _ => Err(mismatch(li, "a pool record for a layer that is not a pool")),
+                    }
+                }
+            }
         }
 
         /// Encodes the model file after checking it as the device will.
