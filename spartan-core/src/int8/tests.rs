@@ -369,7 +369,7 @@ fn committed_candidate_c_runs_in_a_small_arena() {
 /// the same file, byte for byte, for every layer kind.
 #[test]
 fn records_read_back_rewrite_the_same_file() {
-    let mut rng = Rng(0x5EC0_4D5);
+    let mut rng = Rng(0x05EC_04D5);
     for _ in 0..200 {
         let spec = random_spec(&mut rng);
         let bytes = random_model(&spec, &mut rng);
