@@ -102,7 +102,10 @@ impl Plan {
                     )
                 }
                 (LayerSpec::MaxPool(_), _) => (StageKind::Pool, 1, 0, 1),
-                (LayerSpec::Dense(d), _) => (StageKind::Dense, 1, 4 * d.units as usize, 1),
+                (LayerSpec::Dense(d), _) => {
+                    scratch = scratch.max(mcu::dense_scratch_bytes(row_len));
+                    (StageKind::Dense, 1, 4 * d.units as usize, 1)
+                }
                 // Validation pairs every layer with its spec.
                 _ => (StageKind::Pool, 1, 0, 1),
             };
@@ -447,7 +450,9 @@ impl<'a> Int8Model<'a> {
                     }
                 }
                 match kernels {
-                    Kernels::Mcu => mcu::dense_row(&dense, &row[..row_len], j * row_len, acc),
+                    Kernels::Mcu => {
+                        mcu::dense_row(&dense, &row[..row_len], j * row_len, acc, scratch.arena)
+                    }
                     #[cfg(not(target_os = "none"))]
                     Kernels::Host => {
                         super::host::dense_row(&dense, &row[..row_len], j * row_len, acc)
@@ -476,8 +481,9 @@ fn filter_row(tables: FilterTables<'_>, beta: usize, pixels: &[u8], first: usize
     match tables {
         FilterTables::Shared(t) => {
             for (out, &px) in dst.chunks_exact_mut(beta).zip(pixels) {
-                for (k, o) in out.iter_mut().enumerate() {
-                    *o = table_bit(t, k, px);
+                let (byte, bit) = (usize::from(px >> 3), px & 7);
+                for (o, table) in out.iter_mut().zip(t.chunks_exact(32)) {
+                    *o = (table[byte] >> bit) & 1;
                 }
             }
         }

@@ -362,28 +362,55 @@ fn stage<'s>(
     out
 }
 
+/// Arena bytes to stage one dense input row of `row_len` inputs.
+pub(super) fn dense_scratch_bytes(row_len: usize) -> usize {
+    row_len / 4 * GROUP_BYTES
+}
+
 /// Adds one input row (flat inputs `first..first + row.len()`) to a dense layer's
-/// sums (`i32` little-endian in `acc`).
-pub(super) fn dense_row(d: &Dense<'_>, row: &[u8], first: usize, acc: &mut [u8]) {
+/// sums (`i32` little-endian in `acc`): the row is widened once (as a block's pixel
+/// is), then each output reads its weights a word at a time.
+pub(super) fn dense_row(
+    d: &Dense<'_>,
+    row: &[u8],
+    first: usize,
+    acc: &mut [u8],
+    scratch: &mut [u8],
+) {
     let zp2 = (d.zp_in as u32 & 0xFFFF) * 0x0001_0001;
+    let whole = row.len() / 4;
+    let Some(staged) = scratch.get_mut(..whole * GROUP_BYTES) else {
+        return;
+    };
+    for (quad, group) in row
+        .chunks_exact(4)
+        .zip(staged.chunks_exact_mut(GROUP_BYTES))
+    {
+        let [even, odd] = dsp::widen(dsp::weight_word(quad), zp2);
+        group[..4].copy_from_slice(&even.to_le_bytes());
+        group[4..].copy_from_slice(&odd.to_le_bytes());
+    }
+    let staged = &*staged;
     for (n, a) in acc.chunks_exact_mut(4).enumerate() {
-        let w = d
-            .weight
-            .get(n * d.inputs + first..n * d.inputs + first + row.len())
-            .unwrap_or(&[]);
-        let mut sum = i32::from_le_bytes([a[0], a[1], a[2], a[3]]);
-        let mut xs = row.chunks_exact(4);
+        let at = n * d.inputs + first;
+        let w = d.weight.get(at..at + row.len()).unwrap_or(&[]);
+        let mut sum = 0i32;
         let mut ws = w.chunks_exact(4);
-        for (xq, wq) in (&mut xs).zip(&mut ws) {
-            sum = dsp::mac_group(
-                dsp::widen(dsp::weight_word(xq), zp2),
-                dsp::weight_word(wq),
-                sum,
-            );
+        for (g, wq) in staged.chunks_exact(GROUP_BYTES).zip(&mut ws) {
+            let (g, wq): (&[u8; GROUP_BYTES], &[u8; 4]) = match (g.try_into(), wq.try_into()) {
+                (Ok(g), Ok(wq)) => (g, wq),
+                _ => continue,
+            };
+            let x = [
+                u32::from_le_bytes([g[0], g[1], g[2], g[3]]),
+                u32::from_le_bytes([g[4], g[5], g[6], g[7]]),
+            ];
+            sum = dsp::mac_group(x, u32::from_le_bytes(*wq), sum);
         }
-        for (&x, &wt) in xs.remainder().iter().zip(ws.remainder()) {
+        for (&x, &wt) in row[4 * whole..].iter().zip(ws.remainder()) {
             sum += i32::from(wt as i8) * (i32::from(x) - d.zp_in);
         }
+        let sum = sum.wrapping_add(i32::from_le_bytes([a[0], a[1], a[2], a[3]]));
         a.copy_from_slice(&sum.to_le_bytes());
     }
 }
