@@ -62,7 +62,7 @@ pub(super) struct Stage {
 /// The stages of a model and the arena they need.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Plan {
-    stages: heapless::Vec<Stage, MAX_LAYERS>,
+    pub(super) stages: heapless::Vec<Stage, MAX_LAYERS>,
     /// Bytes of kernel scratch at the start of the (word-aligned) arena.
     scratch: u32,
     /// Bytes of the whole arena, scratch included.
@@ -127,7 +127,7 @@ impl Plan {
     }
 
     /// Arena bytes, including up to 3 to align it to a word.
-    fn arena_len(&self) -> usize {
+    pub(super) fn arena_len(&self) -> usize {
         self.bytes as usize + 3
     }
 }
@@ -219,43 +219,6 @@ pub(super) enum Dest<'d> {
 }
 
 impl<'a> Int8Model<'a> {
-    /// Exact number of scratch bytes [`infer`](Self::infer) needs: the rows each stage
-    /// keeps, the dense sums, the kernels' scratch, and up to 3 bytes of alignment.
-    pub fn arena_len(&self) -> usize {
-        self.plan.arena_len()
-    }
-
-    /// The layers each pipeline stage runs (a conv fused with its max-pool is one
-    /// stage): the unit [`infer_probed`](Self::infer_probed) reports.
-    pub fn stage_layers(&self) -> impl Iterator<Item = core::ops::Range<usize>> + '_ {
-        let n = self.layers.len();
-        let starts = self.plan.stages.iter().map(|s| s.layer as usize);
-        let ends = self
-            .plan
-            .stages
-            .iter()
-            .skip(1)
-            .map(|s| s.layer as usize)
-            .chain([n]);
-        starts.zip(ends).map(|(a, b)| a..b)
-    }
-
-    /// Classifies raw pixels (HWC `u8`), writing `i8` logits; returns the class.
-    pub fn infer(&self, pixels: &[u8], arena: &mut [u8], logits: &mut [i8]) -> Result<usize> {
-        self.run(pixels, arena, logits, &mut (), Kernels::NATIVE)
-    }
-
-    /// [`infer`](Self::infer), telling `probe` which stage is working.
-    pub fn infer_probed(
-        &self,
-        pixels: &[u8],
-        arena: &mut [u8],
-        logits: &mut [i8],
-        probe: &mut dyn Probe,
-    ) -> Result<usize> {
-        self.run(pixels, arena, logits, probe, Kernels::NATIVE)
-    }
-
     /// The pipeline with the given kernels.
     pub(crate) fn run(
         &self,

@@ -1,7 +1,7 @@
 //! The validated int8 model: borrowed tensors per layer, the quantisation each needs,
 //! and the row-pipeline plan its inference follows.
 
-use super::exec::Plan;
+use super::exec::{Kernels, Plan, Probe};
 use super::record::{self, LayerMeta};
 use crate::error::{Error, Result};
 use crate::format::{ModelFile, ModelKind, ModelReader, TensorRef};
@@ -227,6 +227,47 @@ impl<'a> Int8Model<'a> {
     /// Number of logits.
     pub fn classes(&self) -> usize {
         self.spec.classes()
+    }
+
+    /// Exact number of scratch bytes [`infer`](Self::infer) needs: the rows each stage
+    /// keeps, the dense sums, the kernels' scratch, and up to 3 bytes of alignment.
+    pub fn arena_len(&self) -> usize {
+        self.plan.arena_len()
+    }
+
+    /// The layers each pipeline stage runs (a conv fused with its max-pool is one
+    /// stage): the unit [`infer_probed`](Self::infer_probed) reports.
+    pub fn stage_layers(&self) -> impl Iterator<Item = core::ops::Range<usize>> + '_ {
+        let n = self.layers.len();
+        let starts = self.plan.stages.iter().map(|s| s.layer as usize);
+        let ends = self
+            .plan
+            .stages
+            .iter()
+            .skip(1)
+            .map(|s| s.layer as usize)
+            .chain([n]);
+        starts.zip(ends).map(|(a, b)| a..b)
+    }
+
+    /// Classifies raw pixels (HWC `u8`), writing `i8` logits; returns the class.
+    ///
+    /// Never inlined: one entry point that tools can find in a firmware image (the
+    /// CMSIS-NN peer's instruction-count cross-check marks it).
+    #[inline(never)]
+    pub fn infer(&self, pixels: &[u8], arena: &mut [u8], logits: &mut [i8]) -> Result<usize> {
+        self.run(pixels, arena, logits, &mut (), Kernels::NATIVE)
+    }
+
+    /// [`infer`](Self::infer), telling `probe` which stage is working.
+    pub fn infer_probed(
+        &self,
+        pixels: &[u8],
+        arena: &mut [u8],
+        logits: &mut [i8],
+        probe: &mut dyn Probe,
+    ) -> Result<usize> {
+        self.run(pixels, arena, logits, probe, Kernels::NATIVE)
     }
 
     /// Real value of one logit step and the logits' zero point (for hosts that want

@@ -63,7 +63,17 @@ impl Line {
         self.bytes(&[b'0' + (n % 10) as u8])
     }
 
-    /// `whole.hundredths` of `num / den` (`num < 2^32 / 100` or not, `den > 0`).
+    #[inline(never)]
+    fn hex(&mut self, n: u32) -> &mut Self {
+        self.text("0x");
+        for shift in (0..8).rev() {
+            let d = ((n >> (4 * shift)) & 0xF) as u8;
+            self.bytes(&[if d < 10 { b'0' + d } else { b'a' + d - 10 }]);
+        }
+        self
+    }
+
+    /// `whole.hundredths` of `num / den` (`den > 0`).
     #[inline(never)]
     fn ratio(&mut self, num: u32, den: u32) -> &mut Self {
         let den = den.max(1);
@@ -126,8 +136,8 @@ fn main() -> ! {
         board::exit(3)
     };
     Line::new()
-        .text("spartan self-test: int8 model crc ")
-        .num(model.crc())
+        .text("spartan self-test: int8 model ")
+        .hex(model.crc())
         .text(" (")
         .num(config::MODEL.len() as u32)
         .text(" bytes), ")
