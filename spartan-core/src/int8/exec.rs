@@ -16,8 +16,8 @@
 use super::mcu;
 use super::model::{FilterTables, Int8Layer, Int8Model, OutputStage};
 use super::record::{le_i32, le_u16};
-use crate::error::{Error, Result};
-use crate::float::{argmax, check_len};
+use crate::error::Result;
+use crate::float::{argmax, check_arena, check_len};
 use crate::spec::{ArchSpec, LayerSpec, Shape, MAX_LAYERS};
 
 /// Observes the row pipeline: which stage is working. The firmware self-test counts
@@ -230,14 +230,7 @@ impl<'a> Int8Model<'a> {
     ) -> Result<usize> {
         check_len("pixels", self.input_len(), pixels.len())?;
         check_len("logits", self.classes(), logits.len())?;
-        let need = self.arena_len();
-        if arena.len() < need {
-            return Err(Error::BufferSize {
-                buffer: "arena",
-                expected: need,
-                got: arena.len(),
-            });
-        }
+        check_arena(self.arena_len(), arena.len())?;
         // The kernels' scratch is read a word at a time: align it.
         let skip = arena.as_ptr().align_offset(4).min(3);
         let arena = &mut arena[skip..skip + self.plan.bytes as usize];
