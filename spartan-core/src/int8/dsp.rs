@@ -277,6 +277,47 @@ fn asm_channels4(
     }
 }
 
+/// `Σ w·x` over the groups of one staged pixel (`x`: two words per group, word-aligned
+/// on the device) and its weights `w` (a word per group): a dense layer's row.
+pub(super) fn dot(x: &[u8], w: &[u8]) -> i32 {
+    let groups = (x.len() / GROUP_BYTES).min(w.len() / 4);
+    #[cfg(spartan_dsp)]
+    if groups > 0 && (x.as_ptr() as usize).is_multiple_of(4) {
+        let mut sum = 0i32;
+        let end = x.as_ptr().wrapping_add(groups * GROUP_BYTES);
+        // SAFETY: `x` holds `8 · groups` readable word-aligned bytes (as `LDM` needs)
+        // and `w` `4 · groups`; the loop reads exactly those and stops when the input
+        // pointer reaches `end`.
+        unsafe {
+            core::arch::asm!(
+                "2:",
+                "ldr {w}, [{wp}], #4",
+                "sxtb16 {t}, {w}, ror #8",
+                "sxtb16 {w}, {w}",
+                "ldm {xp}!, {{r0, r1}}",
+                "smlad {s}, r0, {w}, {s}",
+                "smlad {s}, r1, {t}, {s}",
+                "cmp {xp}, {end}",
+                "bne 2b",
+                xp = inout(reg) x.as_ptr() => _, wp = inout(reg) w.as_ptr() => _,
+                end = in(reg) end, s = inout(reg) sum, w = out(reg) _, t = out(reg) _,
+                out("r0") _, out("r1") _,
+                options(readonly, nostack),
+            );
+        }
+        return sum;
+    }
+    let mut sum = 0i32;
+    for (g, wq) in x
+        .chunks_exact(GROUP_BYTES)
+        .zip(w.chunks_exact(4))
+        .take(groups)
+    {
+        sum = mac_group([staged_word(g, 0), staged_word(g, 1)], weight_word(wq), sum);
+    }
+    sum
+}
+
 /// Bytes between one pixel's staged groups: four pixels' two words each.
 const STRIDE: usize = 4 * GROUP_BYTES;
 

@@ -394,19 +394,8 @@ pub(super) fn dense_row(
     for (n, a) in acc.chunks_exact_mut(4).enumerate() {
         let at = n * d.inputs + first;
         let w = d.weight.get(at..at + row.len()).unwrap_or(&[]);
-        let mut sum = 0i32;
-        let mut ws = w.chunks_exact(4);
-        for (g, wq) in staged.chunks_exact(GROUP_BYTES).zip(&mut ws) {
-            let (g, wq): (&[u8; GROUP_BYTES], &[u8; 4]) = match (g.try_into(), wq.try_into()) {
-                (Ok(g), Ok(wq)) => (g, wq),
-                _ => continue,
-            };
-            let x = [
-                u32::from_le_bytes([g[0], g[1], g[2], g[3]]),
-                u32::from_le_bytes([g[4], g[5], g[6], g[7]]),
-            ];
-            sum = dsp::mac_group(x, u32::from_le_bytes(*wq), sum);
-        }
+        let mut sum = dsp::dot(staged, w);
+        let ws = w.chunks_exact(4);
         for (&x, &wt) in row[4 * whole..].iter().zip(ws.remainder()) {
             sum += i32::from(wt as i8) * (i32::from(x) - d.zp_in);
         }
