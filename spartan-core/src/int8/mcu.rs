@@ -216,7 +216,17 @@ impl<'o> Stage<'o> {
                     *o3 = f(p, acc_at(a, 3));
                 }
             }
-            Kind::Pair => self.finish_any(kind, acc, params, dst),
+            Kind::Pair => {
+                // The second pixel may not exist (a row of odd width ends with one).
+                let (d0, d1) = dst.split_at_mut(co.min(dst.len()));
+                for (ch, ((a, p), o0)) in channels.zip(d0.iter_mut()).enumerate() {
+                    let a: &[u8; CHANNEL_BYTES] = a.try_into().unwrap_or(&[0; CHANNEL_BYTES]);
+                    *o0 = f(p, acc_at(a, 0));
+                    if let Some(o1) = d1.get_mut(ch) {
+                        *o1 = f(p, acc_at(a, 1));
+                    }
+                }
+            }
         }
     }
 
