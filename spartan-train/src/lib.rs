@@ -1,23 +1,21 @@
 //! # spartan-train
 //!
-//! The host side of Spartan Networks: IDX data, synthetic-gradient training on CPU,
-//! evaluation, attacks, export and reports. Layer semantics (activations, filters,
-//! shapes, the model file) come from `spartan-core`.
+//! The host side of Spartan Networks as a library: IDX data, synthetic-gradient
+//! training on CPU, evaluation, attacks, quantisation and export. Functions return
+//! values; long work reports through an [`observe::Observer`]. Layer semantics
+//! (activations, filters, shapes, the model file) come from `spartan-core`.
+//!
+//! The `spartan` binary (`src/bin/spartan/`) is the application on top: argument
+//! parsing, progress bars, charts, reports, benchmarks and the device client.
 
 pub mod arch;
 pub mod attack;
-pub mod bench;
-pub mod cli;
 pub mod data;
-pub mod device;
 pub mod eval;
 pub mod export;
 pub mod fsutil;
 pub mod int8;
 pub mod nn;
-pub mod plot;
-pub mod progress;
+pub mod observe;
 pub mod quantize;
-pub mod report;
-pub mod reproduce;
 pub mod train;

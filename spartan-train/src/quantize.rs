@@ -11,8 +11,9 @@
 //!   (logits: `i8`); ReLU clamps at the zero point; steps become exact 0/1 maps.
 //! - Rescaling: `s_in · s_w / s_out` as a fixed-point multiplier and shift.
 
-use crate::nn::network::Layer;
 use crate::nn::Network;
+use ndarray::{ArrayView4, ArrayViewD};
+use spartan_core::activation::Activation;
 use spartan_core::filter::{BitTable, FilterKind};
 use spartan_core::int8::{FilterRecord, Int8Writer, LinearRecord, OutputRecord, NEVER_ON};
 use spartan_core::quant::{phase_factor, Requant};
@@ -51,18 +52,28 @@ fn act_quant(min: f32, max: f32, lo: i32, hi: i32) -> ActQuant {
     ActQuant { scale, zero_point }
 }
 
-/// Quantises a conv or dense layer with weights `[fan_in, channels]` (row-major, the
-/// output channel fastest) into the writer. Returns the output activation quantisation.
-#[allow(clippy::too_many_arguments)]
+/// A conv or dense layer's float parameters: weights `[…, C_out]` (the output channel
+/// fastest, as the file stores them) and biases `[C_out]`.
+struct Linear<'a> {
+    weight: ArrayViewD<'a, f32>,
+    bias: ArrayViewD<'a, f32>,
+    activation: Activation,
+}
+
+/// Quantises a conv or dense layer into the writer. Returns the output activation
+/// quantisation.
 fn quantize_linear(
     out: &mut Int8Writer,
-    weight: &[f32],
-    bias: &[f32],
-    activation: spartan_core::activation::Activation,
+    layer: Linear<'_>,
     input: ActQuant,
     range: (f32, f32),
     is_last: bool,
 ) -> Result<ActQuant, QuantizeError> {
+    let Linear {
+        weight,
+        bias,
+        activation,
+    } = layer;
     let channels = bias.len();
     let scales: Vec<f64> = (0..channels)
         .map(|c| {
@@ -137,21 +148,27 @@ pub enum QuantizeError {
     Invalid(#[from] spartan_core::Error),
 }
 
-/// Quantises `net`, calibrating activation ranges on `calib` (`n` images in `[0, 1]`).
-pub fn quantize(net: &mut Network, calib: &[f32], n: usize) -> Result<Vec<u8>, QuantizeError> {
-    if n == 0 {
+/// Quantises `net`, calibrating activation ranges on `calib` (images in `[0, 1]`).
+pub fn quantize(net: &Network, calib: ArrayView4<'_, f32>) -> Result<Vec<u8>, QuantizeError> {
+    if calib.dim().0 == 0 {
         return Err(QuantizeError::NoCalibration);
     }
-    let ranges = net.activation_ranges(calib, n);
+    let ranges = net.activation_ranges(calib);
     let spec = net.spec().clone();
     let shapes = net.shapes().to_vec();
     let last = spec.layers.len() - 1;
     let mut writer = Int8Writer::new(spec.clone())?;
     let mut act = PIXELS;
-    for (i, (ls, layer)) in spec.layers.iter().zip(net.layers()).enumerate() {
+    for (i, layer) in spec.layers.iter().enumerate() {
         let input = shapes[i];
-        match (ls, layer) {
-            (LayerSpec::Filter(f), Layer::Filter(l)) => {
+        let params = net.layer_params(i);
+        let linear = |activation| Linear {
+            weight: params[0].view(),
+            bias: params[1].view(),
+            activation,
+        };
+        match *layer {
+            LayerSpec::Filter(f) => {
                 let beta = f.beta as usize;
                 let compile = |w: f32, b: f32| BitTable::compile(f.activation, w, b);
                 let record = match f.kind {
@@ -161,13 +178,14 @@ pub fn quantize(net: &mut Network, calib: &[f32], n: usize) -> Result<Vec<u8>, Q
                                 "int8 Conv-Filtering needs single-channel images".into(),
                             ));
                         }
+                        let (w, b) = (&params[0], &params[1]);
                         FilterRecord::Shared(
-                            (0..beta).map(|k| compile(l.weight[k], l.bias[k])).collect(),
+                            (0..beta).map(|k| compile(w[[0, k]], b[[k]])).collect(),
                         )
                     }
                     FilterKind::Offset => {
                         let tables: Vec<BitTable> =
-                            l.bias.iter().map(|&b| compile(1.0, b)).collect();
+                            params[0].iter().map(|&b| compile(1.0, b)).collect();
                         // A unit is a threshold when its on-set is a suffix of 0..=255.
                         let first_on = |t: &BitTable| t.first_on().map_or(NEVER_ON, u16::from);
                         let monotone = tables.iter().all(|t| {
@@ -183,37 +201,22 @@ pub fn quantize(net: &mut Network, calib: &[f32], n: usize) -> Result<Vec<u8>, Q
                 writer.filter(&record)?;
                 act = BINARY;
             }
-            (LayerSpec::Conv(cs), Layer::Conv(l)) => {
+            LayerSpec::Conv(cs) => {
                 act = quantize_linear(
                     &mut writer,
-                    &l.weight,
-                    &l.bias,
-                    cs.activation,
+                    linear(cs.activation),
                     act,
                     ranges[i],
                     i == last,
                 )?;
             }
-            (LayerSpec::MaxPool(_), _) => {}
-            (LayerSpec::Dense(d), Layer::Dense(l)) => {
-                act = quantize_linear(
-                    &mut writer,
-                    &l.weight,
-                    &l.bias,
-                    d.activation,
-                    act,
-                    ranges[i],
-                    i == last,
-                )?;
-            }
-            _ => {
-                return Err(QuantizeError::Unsupported(format!(
-                    "layer {i} does not match its spec"
-                )))
+            LayerSpec::MaxPool(_) => {}
+            LayerSpec::Dense(d) => {
+                act =
+                    quantize_linear(&mut writer, linear(d.activation), act, ranges[i], i == last)?;
             }
         }
     }
     // The writer checks the file as the device will: never write one it would reject.
-    let bytes = writer.finish()?;
-    Ok(bytes)
+    Ok(writer.finish()?)
 }

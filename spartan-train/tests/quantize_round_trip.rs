@@ -11,9 +11,8 @@ use spartan_core::int8::{Int8Model, Int8Writer};
 use spartan_core::spec::NAMED_ARCHITECTURES;
 use spartan_train::arch::{resolve, Overrides};
 use spartan_train::data::load_embedded;
-use spartan_train::eval::batch_input;
 use spartan_train::nn::optim::AdamConfig;
-use spartan_train::progress::Progress;
+use spartan_train::observe::Silent;
 use spartan_train::quantize::quantize;
 use spartan_train::train::{train, TrainConfig};
 
@@ -38,10 +37,9 @@ fn round_trip(arch: &str) -> (f64, f64, f64) {
         anneal_epochs: 0,
     };
     let dir = tempfile::tempdir().unwrap();
-    let (_, mut net) = train(&config, &splits, dir.path(), false, &Progress::quiet()).unwrap();
-    let mut calib = Vec::new();
-    batch_input(&splits.train, 0..500, &mut calib);
-    let int8_bytes = quantize(&mut net, &calib, 500).unwrap();
+    let (_, net) = train(&config, &splits, dir.path(), false, &Silent).unwrap();
+    let calib = splits.train.take(500).to_input();
+    let int8_bytes = quantize(&net, calib.images()).unwrap();
     let f32_bytes = net.to_model_bytes();
 
     // The writer and the parser agree, byte for byte.

@@ -1,0 +1,68 @@
+//! `spartan reproduce`.
+
+use super::DataArgs;
+use crate::progress::Progress;
+use crate::reproduce::{reproduce as run, ReproduceConfig};
+use spartan_train::attack::eps::{parse_eps, REPRODUCE_EPS};
+use spartan_train::data;
+use std::path::PathBuf;
+
+/// Arguments of `spartan reproduce`.
+#[derive(Debug, clap::Args)]
+pub struct ReproduceArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Training epochs per model.
+    #[arg(long, default_value_t = 6)]
+    pub epochs: usize,
+    /// Seed of training and attacks.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// ε values for every sweep: the authors' grid plus 0.1 and 0.2 (see `spartan attack --help`).
+    #[arg(long, default_value = REPRODUCE_EPS, allow_hyphen_values = true)]
+    pub eps: String,
+    /// Test images held by the black-box adversary.
+    #[arg(long, default_value_t = 150)]
+    pub holdout: usize,
+    /// Evaluation images for the white-box sweeps [default: 1000 with --data, 500 on
+    /// the embedded subset, so the quick run stays within minutes].
+    #[arg(long)]
+    pub white_box_images: Option<usize>,
+    /// PGD iterations.
+    #[arg(long, default_value_t = 20)]
+    pub pgd_steps: usize,
+    /// Output directory (REPORT.md, figures, models, raw results).
+    #[arg(long, default_value = "runs/reproduce")]
+    pub out: PathBuf,
+}
+
+pub(super) fn reproduce(a: ReproduceArgs, progress: Progress) -> anyhow::Result<()> {
+    let eps = parse_eps(&a.eps).map_err(|e| anyhow::anyhow!("--eps: {e}"))?;
+    anyhow::ensure!(
+        (1..=10_000).contains(&a.pgd_steps),
+        "--pgd-steps must be between 1 and 10000"
+    );
+    let splits = data::load(a.data.data.as_deref())?;
+    let cfg = ReproduceConfig {
+        out: a.out.clone(),
+        epochs: a.epochs,
+        seed: a.seed,
+        eps,
+        holdout: a.holdout,
+        white_box_images: a.white_box_images.unwrap_or(if a.data.data.is_some() {
+            1000
+        } else {
+            500
+        }),
+        pgd_steps: a.pgd_steps,
+        data_name: match &a.data.data {
+            Some(d) => d.display().to_string(),
+            None => "embedded".to_string(),
+        },
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+    };
+    eprintln!("reproducing on {} into {}", splits.source, a.out.display());
+    let report = run(&cfg, &splits, &progress)?;
+    println!("wrote {}", report.display());
+    Ok(())
+}

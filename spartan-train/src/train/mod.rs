@@ -1,0 +1,389 @@
+//! The training loop: seeded shuffles, synthetic-gradient backprop, Adam, per-batch
+//! loss log, atomic per-epoch checkpoints and resumption after an interruption.
+
+mod run_dir;
+
+pub use run_dir::{files, read_config, RunDir};
+
+use crate::data::{Batch, Pixel, Splits};
+use crate::eval::evaluate;
+use crate::nn::loss::cross_entropy_row;
+use crate::nn::optim::{AdamConfig, AdamState};
+use crate::nn::{Gradients, Init, Network, Pass, Workspace};
+use crate::observe::Observer;
+use ndarray::{ArrayView1, ArrayView4, ArrayViewMut1};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use spartan_core::spec::ArchSpec;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Everything that defines a training run (saved as `run.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// What `--arch` said (a name or a spec path).
+    pub arch_name: String,
+    /// The resolved architecture.
+    pub spec: ArchSpec,
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Examples per step.
+    pub batch: usize,
+    /// Optimiser settings.
+    pub adam: AdamConfig,
+    /// Seed of every random choice (init, shuffles).
+    pub seed: u64,
+    /// Description of the data source.
+    pub data: String,
+    /// Train on the first N training images only.
+    #[serde(default)]
+    pub train_limit: Option<usize>,
+    /// Weight initialisation.
+    #[serde(default)]
+    pub init: Init,
+    /// The last this-many epochs train at a tenth of the learning rate (0: constant).
+    #[serde(default)]
+    pub anneal_epochs: usize,
+}
+
+/// Why training could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A run-directory file could not be written or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A bad setting.
+    #[error("{0}")]
+    Config(String),
+    /// The run directory holds something unexpected.
+    #[error("{path}: {message}")]
+    Resume {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The model could not be built.
+    #[error(transparent)]
+    Core(#[from] spartan_core::Error),
+    /// The data does not fit the model.
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+}
+
+/// Network and optimiser state at an epoch boundary.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Epochs finished.
+    pub epochs_done: usize,
+    /// Network parameters, in optimiser order.
+    pub params: Vec<Vec<f32>>,
+    /// Optimiser state.
+    pub adam: AdamState,
+    /// Loss of every batch so far.
+    pub losses: Vec<f32>,
+    /// Test accuracy after each finished epoch.
+    pub test_accuracy: Vec<f64>,
+    /// Training wall time so far (seconds, excluding evaluation).
+    pub seconds: f64,
+}
+
+/// What a finished run reports (saved as `summary.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// `--arch` as given.
+    pub arch: String,
+    /// Learned parameters.
+    pub parameters: usize,
+    /// Epochs trained.
+    pub epochs: usize,
+    /// Batch size.
+    pub batch: usize,
+    /// Learning rate.
+    pub lr: f32,
+    /// Seed.
+    pub seed: u64,
+    /// Data source.
+    pub data: String,
+    /// Training examples.
+    pub train_examples: usize,
+    /// Test examples.
+    pub test_examples: usize,
+    /// Clean test accuracy in `[0, 1]`.
+    pub test_accuracy: f64,
+    /// Test accuracy after each epoch.
+    pub test_accuracy_per_epoch: Vec<f64>,
+    /// Loss of the last batch.
+    pub final_loss: f32,
+    /// Training wall time (seconds, excluding evaluation), over all sessions.
+    pub train_seconds: f64,
+    /// Training throughput.
+    pub samples_per_second: f64,
+    /// `spartan` version.
+    pub version: String,
+}
+
+impl TrainConfig {
+    /// Optimiser settings for `epoch` (0-based): the base rate, or a tenth of it in the
+    /// final `anneal_epochs` epochs, which settles the last epoch's noise.
+    pub fn adam_for_epoch(&self, epoch: usize) -> AdamConfig {
+        let mut cfg = self.adam;
+        if epoch + self.anneal_epochs >= self.epochs {
+            cfg.lr *= 0.1;
+        }
+        cfg
+    }
+
+    /// Checks the numbers make sense before any work starts.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        if self.epochs == 0 {
+            return Err(TrainError::Config("--epochs must be at least 1".into()));
+        }
+        if self.batch == 0 {
+            return Err(TrainError::Config("--batch must be at least 1".into()));
+        }
+        if self.batch > 65_536 {
+            return Err(TrainError::Config("--batch must be at most 65536".into()));
+        }
+        if !(self.adam.lr.is_finite() && self.adam.lr > 0.0 && self.adam.lr < 10.0) {
+            return Err(TrainError::Config("--lr must be in (0, 10)".into()));
+        }
+        if self.anneal_epochs > self.epochs {
+            return Err(TrainError::Config(
+                "--anneal-epochs cannot exceed --epochs".into(),
+            ));
+        }
+        if self.train_limit == Some(0) {
+            return Err(TrainError::Config(
+                "--train-limit must be at least 1".into(),
+            ));
+        }
+        self.spec.shapes()?;
+        Ok(())
+    }
+}
+
+/// Deterministic order of the training set for one epoch.
+pub fn epoch_order(seed: u64, epoch: usize, n: usize) -> Vec<usize> {
+    let mut rng =
+        ChaCha8Rng::seed_from_u64(seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(epoch as u64 + 1)));
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut rng);
+    order
+}
+
+/// The training objective on a labelled batch: mean cross-entropy plus the layers'
+/// regularisers, with all parameter gradients (into `grads`). Returns (cross-entropy,
+/// regulariser).
+pub fn loss_and_grads(
+    net: &Network,
+    x: ArrayView4<'_, f32>,
+    labels: &[u8],
+    ws: &mut Workspace,
+    grads: &mut Gradients,
+) -> (f32, f32) {
+    let scale = 1.0 / labels.len().max(1) as f32;
+    let upstream = |i: usize, row: ArrayView1<'_, f32>, g: ArrayViewMut1<'_, f32>| {
+        cross_entropy_row(row, labels[i] as usize, scale, g) * scale
+    };
+    let b = net.backward(x, &Pass::training(net), upstream, ws, Some(grads));
+    (b.totals.loss as f32, b.totals.regularizer)
+}
+
+/// A network with what training it needs besides: optimiser state, a gradient buffer
+/// and a workspace.
+#[derive(Debug)]
+pub struct Trainer {
+    /// The network being trained.
+    pub net: Network,
+    /// Adam's moments.
+    pub adam: AdamState,
+    grads: Gradients,
+    ws: Workspace,
+}
+
+impl Trainer {
+    /// Fresh optimiser state for `net`.
+    pub fn new(net: Network) -> Self {
+        Trainer {
+            adam: AdamState::new(net.param_lens()),
+            grads: Gradients::zeros(&net),
+            ws: Workspace::new(),
+            net,
+        }
+    }
+
+    /// One step on a labelled batch: loss and gradients (with regularisers), an Adam
+    /// step, the post-update projections. Returns the loss with its regulariser.
+    pub fn step(&mut self, cfg: &AdamConfig, x: ArrayView4<'_, f32>, labels: &[u8]) -> f32 {
+        let (ce, reg) = loss_and_grads(&self.net, x, labels, &mut self.ws, &mut self.grads);
+        let params = self.net.params_mut().into_iter().zip(self.grads.tensors());
+        self.adam.step(cfg, params);
+        self.net.project();
+        ce + reg
+    }
+
+    /// One pass over `order` (indices into `data`) in batches of `batch`; `on_step`
+    /// receives each batch's loss.
+    pub fn epoch(
+        &mut self,
+        cfg: &AdamConfig,
+        data: &Batch<impl Pixel>,
+        order: &[usize],
+        batch: usize,
+        mut on_step: impl FnMut(f32),
+    ) {
+        let (mut buf, mut labels) = (Vec::new(), Vec::new());
+        for idx in order.chunks(batch.max(1)) {
+            let x = data.gather_input(idx, &mut buf, &mut labels);
+            on_step(self.step(cfg, x, &labels));
+        }
+    }
+
+    /// The network and the workspace (to run other passes in the same buffers).
+    pub fn parts(&mut self) -> (&Network, &mut Workspace) {
+        (&self.net, &mut self.ws)
+    }
+
+    /// The trained network.
+    pub fn into_network(self) -> Network {
+        self.net
+    }
+}
+
+/// What an observer learns at the end of each training epoch.
+#[derive(Clone, Copy, Debug)]
+pub struct EpochDone<'a> {
+    /// The run directory (its checkpoint and `loss.csv` are up to date).
+    pub run_dir: &'a Path,
+    /// `--arch` as given.
+    pub arch: &'a str,
+    /// Epochs finished (1-based).
+    pub epoch: usize,
+    /// Epochs in the run.
+    pub epochs: usize,
+    /// Loss of every batch so far.
+    pub losses: &'a [f32],
+    /// Clean test accuracy after this epoch, in `[0, 1]`.
+    pub test_accuracy: f64,
+}
+
+/// Trains (or resumes) a run in the directory `out`, saving a checkpoint and the loss
+/// log after every epoch (so an interrupted run resumes) and the model and summary at
+/// the end; returns the summary and the trained network.
+pub fn train(
+    config: &TrainConfig,
+    data: &Splits,
+    out: &Path,
+    resume: bool,
+    observer: &dyn Observer,
+) -> Result<(Summary, Network), TrainError> {
+    config.validate()?;
+    let shapes = config.spec.shapes()?;
+    data.train.check_shape(shapes[0])?;
+    data.train.check_classes(config.spec.classes())?;
+    data.test.check_classes(config.spec.classes())?;
+    let run = RunDir::create(out)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    let mut trainer = Trainer::new(Network::init_with(&config.spec, config.init, &mut rng)?);
+    let mut state = Checkpoint {
+        epochs_done: 0,
+        params: Vec::new(),
+        adam: trainer.adam.clone(),
+        losses: Vec::new(),
+        test_accuracy: Vec::new(),
+        seconds: 0.0,
+    };
+    let checkpoint = if resume { run.load_checkpoint()? } else { None };
+    match checkpoint {
+        Some(ck) => {
+            let bad = |message| run.resume_error(files::CHECKPOINT, message);
+            trainer.net.set_param_values(&ck.params).map_err(bad)?;
+            if ck.adam.m.len() != ck.params.len() {
+                return Err(bad("optimiser state does not match the parameters".into()));
+            }
+            trainer.adam = ck.adam.clone();
+            state = ck;
+        }
+        None => run.save_config(config)?,
+    }
+
+    let n = data.train.len();
+    let batches_per_epoch = n.div_ceil(config.batch);
+    let total = (config.epochs * batches_per_epoch) as u64;
+    observer.begin(
+        "train",
+        total,
+        (state.epochs_done * batches_per_epoch) as u64,
+    );
+    for epoch in state.epochs_done..config.epochs {
+        let started = Instant::now();
+        let order = epoch_order(config.seed, epoch, n);
+        let first = state.losses.len();
+        let adam = config.adam_for_epoch(epoch);
+        trainer.epoch(&adam, &data.train, &order, config.batch, |loss| {
+            state.losses.push(loss);
+            observer.advance(1);
+            let steps = state.losses.len() - first;
+            if steps.is_multiple_of(10) {
+                let secs = started.elapsed().as_secs_f64().max(1e-9);
+                observer.status(&format!(
+                    "epoch {}/{} loss {loss:.4} {:.0} samples/s",
+                    epoch + 1,
+                    config.epochs,
+                    (steps * config.batch) as f64 / secs
+                ));
+            }
+        });
+        state.seconds += started.elapsed().as_secs_f64();
+        let acc = evaluate(&trainer.net, &data.test).accuracy;
+        state.test_accuracy.push(acc);
+        state.epochs_done = epoch + 1;
+        state.params = trainer.net.param_values();
+        state.adam = trainer.adam.clone();
+        run.save_checkpoint(&state)?;
+        run.save_losses(&state.losses, batches_per_epoch)?;
+        observer.epoch_done(&EpochDone {
+            run_dir: out,
+            arch: &config.arch_name,
+            epoch: epoch + 1,
+            epochs: config.epochs,
+            losses: &state.losses,
+            test_accuracy: acc,
+        });
+    }
+    observer.end();
+
+    let net = trainer.into_network();
+    run.save_model(&net)?;
+    let test_accuracy = match state.test_accuracy.last() {
+        Some(&a) => a,
+        None => evaluate(&net, &data.test).accuracy,
+    };
+    let summary = Summary {
+        arch: config.arch_name.clone(),
+        parameters: config.spec.parameter_count()?,
+        epochs: config.epochs,
+        batch: config.batch,
+        lr: config.adam.lr,
+        seed: config.seed,
+        data: config.data.clone(),
+        train_examples: n,
+        test_examples: data.test.len(),
+        test_accuracy,
+        test_accuracy_per_epoch: state.test_accuracy.clone(),
+        final_loss: state.losses.last().copied().unwrap_or(f32::NAN),
+        train_seconds: state.seconds,
+        samples_per_second: (config.epochs * n) as f64 / state.seconds.max(1e-9),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    run.save_summary(&summary)?;
+    Ok((summary, net))
+}
