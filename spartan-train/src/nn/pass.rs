@@ -10,6 +10,7 @@
 //! wave's partial gradients however large the batch.
 
 use super::act::GradMode;
+use super::kernels::add_into;
 use super::layer::{Backward, Forward};
 use super::network::Network;
 use super::workspace::{ChunkBuffers, Workspace};
@@ -280,7 +281,9 @@ fn wave_chunks(params: usize, threads: usize) -> usize {
 }
 
 /// `total += partials[0] + partials[1] + …`, element by element in chunk order
-/// (starting from zero when `fresh`), in parallel over slices of the vector.
+/// (starting from zero when `fresh`), in parallel over slices of the vector. The adds
+/// are vectorised ([`add_into`]): scalar, they were a third of the black-box
+/// substitute's training (an MLP of 199k parameters: 64 partials per batch).
 fn add_in_order(total: &mut [f32], partials: &[Vec<f32>], fresh: bool) {
     const SLICE: usize = 4096;
     total.par_chunks_mut(SLICE).enumerate().for_each(|(j, t)| {
@@ -289,9 +292,7 @@ fn add_in_order(total: &mut [f32], partials: &[Vec<f32>], fresh: bool) {
             t.fill(0.0);
         }
         for p in partials {
-            for (a, b) in t.iter_mut().zip(&p[start..start + len]) {
-                *a += b;
-            }
+            add_into(t, &p[start..start + len]);
         }
     });
 }
