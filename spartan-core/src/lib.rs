@@ -4,6 +4,7 @@
 //!
 //! - [`activation`]: composite activations (step forward, synthetic gradient backward);
 //! - [`filter`]: the binary filtering layers and their exact bit tables over `u8` pixels;
+//! - [`codes`]: which filter outputs an input interval can reach (for attacks and proofs);
 //! - [`spec`]: layer and architecture specs, and the named architectures of the paper;
 //! - [`format`]: the versioned, checksummed, zero-copy model file;
 //! - [`float`]: reference f32 inference into a caller-provided arena;
@@ -28,6 +29,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod activation;
+pub mod codes;
 pub mod error;
 pub mod filter;
 pub mod float;
