@@ -1,0 +1,275 @@
+//! The inputs a certificate covers, as the network's first layer sees them.
+//!
+//! After a filter, each input element (pixel) can only show the few codes its ε-interval
+//! reaches ([`spartan_core::codes`]), so the first layer's input ranges over a product
+//! of small finite sets. Most elements reach one code and are fixed; the others form
+//! *groups* whose options are their codes. Without a filter a group is a pixel's
+//! interval, with its two ends as options.
+//!
+//! A linear function of the first layer's input is written over variables `t`: option
+//! `j ≥ 1` of group `g` adds `t_{g,j}·(v_j − v_0)` to the input of option 0. Its exact
+//! minimum over the domain is `Σ_g min(0, min_j a_{g,j})`: one option per group (a
+//! finite group) or one end of the interval (a linear function of one variable).
+
+use super::net::{Front, Net};
+use serde::{Deserialize, Serialize};
+use spartan_core::codes::{nearest_codes, nearest_pixel_codes};
+use spartan_core::filter::pixel_to_unit;
+
+/// Which perturbed inputs a certificate covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Grid {
+    /// Every `f32` input `x'` with `|x' − x| ≤ ε` (real arithmetic) inside `[0, 1]`.
+    Real,
+    /// Every raw image a device can receive: pixels `q` with
+    /// `|q/255 − x| ≤ ε` (evaluated in `f32`, as the attacks and data code do).
+    U8,
+}
+
+impl Grid {
+    /// `real` or `u8`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Grid::Real => "real",
+            Grid::U8 => "u8",
+        }
+    }
+}
+
+/// The `f32` inputs within `eps` of `x` in `[0, 1]`: the smallest float `≥ x − ε` and
+/// the largest `≤ x + ε` (both differences are exact in f64 for the floats involved,
+/// and rounding to the nearest f64 never crosses a float).
+pub fn real_ball(x: f32, eps: f32) -> (f32, f32) {
+    let (x64, e64) = (f64::from(x), f64::from(eps));
+    let lo = ceil_f32(x64 - e64).max(0.0);
+    let hi = floor_f32(x64 + e64).min(1.0);
+    (lo.min(x), hi.max(x))
+}
+
+/// The raw pixels `q` whose input `pixel_to_unit(q)` lies within `eps` of that of `p`,
+/// tested in `f32` exactly as written: `|q/255 − p/255| ≤ ε`. The set is an interval
+/// (the test is monotone on each side of `p`).
+pub fn u8_ball(p: u8, eps: f32) -> (u8, u8) {
+    let x = pixel_to_unit(p);
+    let inside = |q: u8| (pixel_to_unit(q) - x).abs() <= eps;
+    let lo = (0..=p).find(|&q| inside(q)).unwrap_or(p);
+    let hi = (p..=255).rev().find(|&q| inside(q)).unwrap_or(p);
+    (lo, hi)
+}
+
+fn ceil_f32(v: f64) -> f32 {
+    let f = v as f32;
+    if f64::from(f) < v {
+        f.next_up()
+    } else {
+        f
+    }
+}
+
+fn floor_f32(v: f64) -> f32 {
+    let f = v as f32;
+    if f64::from(f) > v {
+        f.next_down()
+    } else {
+        f
+    }
+}
+
+/// One reachable value of a group: what the first layer sees, and an input producing it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct GroupOption {
+    /// The group's `width` first-layer inputs (code bits, or the pixel).
+    pub values: Vec<f64>,
+    /// An input value in the ball giving them (nearest the clean input).
+    pub pixel: f32,
+}
+
+/// An input element that can show more than one value.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Group {
+    /// Input element (HWC index of the image).
+    pub element: usize,
+    /// Two or more options; option 0 is in the base input.
+    pub options: Vec<GroupOption>,
+    /// First variable (`t_{g,1}`); the group owns `options.len() − 1`.
+    pub var: usize,
+}
+
+/// A product of per-element choices: the domain of a certificate or of a branch.
+#[derive(Clone, Debug)]
+pub(crate) struct Domain {
+    /// First-layer inputs per element (β, or 1 without a filter).
+    pub width: usize,
+    /// The first layer's input with every group at option 0.
+    pub base: Vec<f64>,
+    /// The network input with every group at option 0: a point of the ball.
+    pub pixels: Vec<f32>,
+    /// Elements that are not fixed.
+    pub groups: Vec<Group>,
+    /// Number of variables.
+    pub vars: usize,
+    /// Raw pixel intervals (`t ∈ [0, 1]`) rather than finite code sets.
+    pub continuous: bool,
+}
+
+impl Domain {
+    /// The ε-ball around `image` (raw pixels) on `grid`. `None` if a filter element
+    /// reaches more codes than [`spartan_core::codes::MAX_CODES`].
+    pub fn ball(net: &Net, image: &[u8], eps: f32, grid: Grid) -> Option<Domain> {
+        let width = net.width();
+        let mut dom = Domain {
+            width,
+            base: vec![0.0; image.len() * width],
+            pixels: image.iter().map(|&p| pixel_to_unit(p)).collect(),
+            groups: Vec::new(),
+            vars: 0,
+            continuous: matches!(net.front, Front::Raw),
+        };
+        for (e, &p) in image.iter().enumerate() {
+            let x = pixel_to_unit(p);
+            let mut options = Vec::new();
+            match &net.front {
+                Front::Raw => {
+                    let (lo, hi) = match grid {
+                        Grid::Real => real_ball(x, eps),
+                        Grid::U8 => {
+                            let (a, b) = u8_ball(p, eps);
+                            (pixel_to_unit(a), pixel_to_unit(b))
+                        }
+                    };
+                    options.push(GroupOption {
+                        values: vec![f64::from(lo)],
+                        pixel: lo,
+                    });
+                    if hi > lo {
+                        options.push(GroupOption {
+                            values: vec![f64::from(hi)],
+                            pixel: hi,
+                        });
+                    }
+                }
+                Front::Filter { beta, units } => {
+                    let mut add = |code: u32, pixel: f32| {
+                        options.push(GroupOption {
+                            values: (0..*beta).map(|k| f64::from((code >> k) & 1)).collect(),
+                            pixel,
+                        })
+                    };
+                    match grid {
+                        Grid::Real => {
+                            let (lo, hi) = real_ball(x, eps);
+                            if !nearest_codes(&units[e], x, lo, hi, add) {
+                                return None;
+                            }
+                        }
+                        Grid::U8 => {
+                            let (a, b) = u8_ball(p, eps);
+                            nearest_pixel_codes(&units[e], p, a, b, |c, q| {
+                                add(c, pixel_to_unit(q))
+                            });
+                        }
+                    }
+                }
+            }
+            dom.base[e * width..(e + 1) * width].copy_from_slice(&options[0].values);
+            dom.pixels[e] = options[0].pixel;
+            if options.len() > 1 {
+                dom.groups.push(Group {
+                    element: e,
+                    var: dom.vars,
+                    options,
+                });
+                dom.vars = dom.groups.iter().map(|g| g.options.len() - 1).sum();
+            }
+        }
+        Some(dom)
+    }
+
+    /// The same domain with group `g` fixed to its option `j`.
+    pub fn fix(&self, g: usize, j: usize) -> Domain {
+        let mut d = self.clone();
+        let group = d.groups.remove(g);
+        let e = group.element;
+        d.base[e * d.width..(e + 1) * d.width].copy_from_slice(&group.options[j].values);
+        d.pixels[e] = group.options[j].pixel;
+        let mut var = 0;
+        for gr in &mut d.groups {
+            gr.var = var;
+            var += gr.options.len() - 1;
+        }
+        d.vars = var;
+        d
+    }
+
+    /// Exact minimum of `a·t` over the domain, with the minimising option of each group.
+    pub fn min(&self, a: &[f64]) -> f64 {
+        self.groups
+            .iter()
+            .map(|g| {
+                a[g.var..g.var + g.options.len() - 1]
+                    .iter()
+                    .fold(0.0f64, |m, &v| m.min(v))
+            })
+            .sum()
+    }
+
+    /// Exact maximum of `a·t` over the domain.
+    pub fn max(&self, a: &[f64]) -> f64 {
+        self.groups
+            .iter()
+            .map(|g| {
+                a[g.var..g.var + g.options.len() - 1]
+                    .iter()
+                    .fold(0.0f64, |m, &v| m.max(v))
+            })
+            .sum()
+    }
+
+    /// The option of group `g` that minimises `a·t` (0 on ties).
+    pub fn argmin_option(&self, g: usize, a: &[f64]) -> usize {
+        let gr = &self.groups[g];
+        let (mut best, mut val) = (0, 0.0f64);
+        for (j, &v) in a[gr.var..gr.var + gr.options.len() - 1].iter().enumerate() {
+            if v < val {
+                (best, val) = (j + 1, v);
+            }
+        }
+        best
+    }
+
+    /// The network input that minimises `a·t`: each group at its minimising option.
+    pub fn argmin_input(&self, a: &[f64]) -> Vec<f32> {
+        let mut x = self.pixels.clone();
+        for (g, gr) in self.groups.iter().enumerate() {
+            x[gr.element] = gr.options[self.argmin_option(g, a)].pixel;
+        }
+        x
+    }
+
+    /// The one finite group every nonzero of `a` and `b` belongs to, if there is one.
+    pub fn single_group(&self, a: &[f64], b: &[f64]) -> Option<usize> {
+        if self.continuous {
+            return None;
+        }
+        let first = a.iter().zip(b).position(|(x, y)| *x != 0.0 || *y != 0.0)?;
+        // Groups are in variable order: find the one owning `first`.
+        let g = self
+            .groups
+            .partition_point(|g| g.var + g.options.len() - 1 <= first);
+        let end = self.groups[g].var + self.groups[g].options.len() - 1;
+        a[end..]
+            .iter()
+            .chain(&b[end..])
+            .all(|&x| x == 0.0)
+            .then_some(g)
+    }
+
+    /// How much group `g` can lower `a·t` (its share of the minimum).
+    pub fn drop_of(&self, g: usize, a: &[f64]) -> f64 {
+        let gr = &self.groups[g];
+        -a[gr.var..gr.var + gr.options.len() - 1]
+            .iter()
+            .fold(0.0f64, |m, &v| m.min(v))
+    }
+}
