@@ -8,6 +8,9 @@ use anyhow::Context;
 use spartan_core::spec::{ArchSpec, LayerSpec, NamedParams, NAMED_ARCHITECTURES};
 use spartan_train::attack::blackbox::{black_box, BlackBoxConfig};
 use spartan_train::attack::sweep::{white_box_sweep, AttackReport, Batch, WhiteBox};
+use spartan_train::certify::{
+    certify_set, Certifier, CertifyReport, Grid, ImageSet, DEFAULT_BUDGET,
+};
 use spartan_train::data::Splits;
 use spartan_train::eval::batch_input;
 use spartan_train::fsutil::write_atomic_str;
@@ -34,6 +37,8 @@ pub struct ReproduceConfig {
     pub white_box_images: usize,
     /// PGD iterations.
     pub pgd_steps: usize,
+    /// ε values to certify on the white-box images (empty: no certification).
+    pub certify_eps: Vec<f32>,
     /// Description of the data source.
     pub data_name: String,
     /// The command line, for the report.
@@ -53,9 +58,24 @@ struct ModelResults {
     fgsm: AttackReport,
     pgd: AttackReport,
     pgd_identity: AttackReport,
+    certify: Option<CertifyReport>,
 }
 
 impl ModelResults {
+    /// Every white-box attack run on the white-box images: the worst case over them
+    /// is the upper bound that certification is compared with.
+    fn white_box(&self) -> [&AttackReport; 3] {
+        [&self.fgsm, &self.pgd, &self.pgd_identity]
+    }
+
+    /// The lowest accuracy any white-box attack reached at `eps`, with its name.
+    fn worst_white_box(&self, eps: f32) -> Option<(f64, &str)> {
+        self.white_box()
+            .into_iter()
+            .filter_map(|r| Some((r.accuracy_at(eps)?, r.attack.as_str())))
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+    }
+
     /// The stronger of the two BPDA variants of PGD at `eps`.
     fn worst_pgd(&self, eps: f32) -> Option<f64> {
         match (
@@ -98,8 +118,9 @@ pub fn reproduce(
     };
     let holdout = to_batch(&data.test.slice(0..cfg.holdout));
     let eval = to_batch(&eval_set);
-    let white = to_batch(&eval_set.take(cfg.white_box_images));
-    let stages = NAMED_ARCHITECTURES.len() * 5;
+    let white_set = eval_set.take(cfg.white_box_images);
+    let white = to_batch(&white_set);
+    let stages = NAMED_ARCHITECTURES.len() * (5 + usize::from(!cfg.certify_eps.is_empty()));
     let mut stage = 0;
     let mut note = |what: &str| {
         stage += 1;
@@ -178,6 +199,21 @@ pub fn reproduce(
             )
         })?;
         net.grad_mode = previous;
+        let certify = if cfg.certify_eps.is_empty() {
+            None
+        } else {
+            note(&format!("certify {arch}"));
+            let bytes = net.to_model_bytes();
+            Some(certify_stage(
+                &attacks.join("certify"),
+                arch,
+                &format!("{key}; certify ε {:?}", cfg.certify_eps),
+                &bytes,
+                &white_set,
+                cfg,
+                progress,
+            )?)
+        };
         results.push(ModelResults {
             arch: arch.to_string(),
             spec,
@@ -187,6 +223,7 @@ pub fn reproduce(
             fgsm,
             pgd,
             pgd_identity,
+            certify,
         });
     }
     write_figures(&cfg.out, &results)?;
@@ -266,6 +303,51 @@ fn attack_stage(
     Ok(r)
 }
 
+/// Revision of the certifier's semantics (as [`ATTACK_REVISION`] for attacks).
+const CERTIFY_REVISION: u32 = 1;
+
+/// Certifies the white-box images unless the result for these settings is on disk.
+fn certify_stage(
+    dir: &Path,
+    arch: &str,
+    key: &str,
+    model: &[u8],
+    images: &spartan_train::data::Dataset,
+    cfg: &ReproduceConfig,
+    progress: &Progress,
+) -> anyhow::Result<CertifyReport> {
+    let json = dir.join("certify.json");
+    let key_file = dir.join("stage.key");
+    let key = format!("{key}; certify revision {CERTIFY_REVISION}");
+    if std::fs::read_to_string(&key_file).ok().as_deref() == Some(key.as_str()) {
+        if let Ok(r) = serde_json::from_str::<CertifyReport>(&std::fs::read_to_string(&json)?) {
+            eprintln!("    kept: {}", dir.display());
+            return Ok(r);
+        }
+    }
+    let f32m = spartan_core::float::F32Model::load(model)?;
+    let shape = f32m.shapes()[0];
+    let cert = Certifier::new(f32m)?;
+    let set = ImageSet {
+        pixels: &images.images,
+        labels: &images.labels,
+        first_index: cfg.holdout,
+    };
+    let (report, found) = certify_set(
+        &cert,
+        set,
+        &cfg.certify_eps,
+        &[Grid::Real],
+        DEFAULT_BUDGET,
+        progress,
+    )?;
+    crate::report::write_certify(&report, &found, dir, arch, shape)
+        .with_context(|| format!("cannot write {}", dir.display()))?;
+    write_atomic_str(&key_file, &key)
+        .with_context(|| format!("cannot write {}", key_file.display()))?;
+    Ok(report)
+}
+
 fn read_losses(path: &Path) -> anyhow::Result<Vec<f32>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -323,6 +405,38 @@ fn write_figures(out: &Path, results: &[ModelResults]) -> anyhow::Result<()> {
     for (file, title, pick) in charts {
         crate::report::accuracy_chart(&title, &lines(pick), &out.join(file))
             .map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+    }
+    let bands: Vec<(String, Vec<(f64, f64)>)> = results
+        .iter()
+        .filter_map(|r| Some((r, r.certify.as_ref()?)))
+        .flat_map(|(r, c)| {
+            let pts: Vec<&spartan_train::certify::CertifyPoint> =
+                c.points.iter().filter(|p| p.grid == Grid::Real).collect();
+            [
+                (
+                    format!("{} certified", r.arch),
+                    pts.iter()
+                        .map(|p| (f64::from(p.eps), p.certified_accuracy))
+                        .collect(),
+                ),
+                (
+                    format!("{} worst attack", r.arch),
+                    pts.iter()
+                        .filter_map(|p| Some((f64::from(p.eps), r.worst_white_box(p.eps)?.0)))
+                        .collect(),
+                ),
+            ]
+        })
+        .collect();
+    if !bands.is_empty() {
+        crate::report::accuracy_chart(
+            &format!(
+                "Certified (proven) vs worst white-box attack (n = {n_wb}); between them: unknown"
+            ),
+            &bands,
+            &out.join("whitebox-certified.png"),
+        )
+        .map_err(|e| anyhow::anyhow!("whitebox-certified.png: {e}"))?;
     }
     let loss_of = |name: &str| {
         results
@@ -441,6 +555,39 @@ fn verdicts(results: &[ModelResults], probe: f32) -> String {
     s
 }
 
+/// The white-box results as bounds: certified ≤ robust accuracy ≤ worst attack ≤ clean.
+fn certified_section(results: &[ModelResults]) -> String {
+    let Some(settings) = results.iter().find_map(|r| r.certify.as_ref()) else {
+        return String::new();
+    };
+    let mut s = format!(
+        "\n## Certified accuracy: a proven lower bound under the attacks' upper bound\n\n`spartan certify` ({}; real-valued inputs, n = {}). For each image it either proves that no input within ε changes the class, finds an input that does (checked by inference), or gives up. The robust accuracy lies between the certified figure and the worst white-box attack; the band between them is **unknown**: neither proven nor refuted. See docs/certify.md for what is proven.\n\n| model | ε | certified | unknown | worst white-box attack | clean |\n|---|---:|---:|---:|---:|---:|\n",
+        settings.settings, settings.n
+    );
+    for r in results {
+        let Some(c) = &r.certify else { continue };
+        for p in c.points.iter().filter(|p| p.grid == Grid::Real) {
+            let attack = r.worst_white_box(p.eps);
+            // The attacks' and the certifier's counterexamples are both upper bounds.
+            let upper = attack.map_or(p.upper_bound, |a| a.0.min(p.upper_bound));
+            s += &format!(
+                "| {} | {} | {:.1}% | {:.1} points | {} | {:.1}% |\n",
+                r.arch,
+                p.eps,
+                p.certified_accuracy * 100.0,
+                (upper - p.certified_accuracy).max(0.0) * 100.0,
+                match attack {
+                    Some((a, name)) => format!("{:.1}% ({name})", a * 100.0),
+                    None => "–".into(),
+                },
+                c.clean_accuracy * 100.0
+            );
+        }
+    }
+    s += "\n![Certified vs attacked accuracy](whitebox-certified.png)\n";
+    s
+}
+
 fn render_report(
     cfg: &ReproduceConfig,
     data: &Splits,
@@ -505,6 +652,7 @@ fn render_report(
     s += "\n### PGD with the step taken as the identity (BPDA identity)\n\nThe same attack, differentiating `H(z)` as `z` and `H(cos z)` as `cos z` instead of using the synthetic gradients: a check that the surrogate does not mask gradients.\n\n";
     s += &table(results, &cfg.eps, |r| &r.pgd_identity);
     s += "\n![White-box PGD, identity BPDA](whitebox-pgd-identity.png)\n";
+    s += &certified_section(results);
     s += "\n## Training loss (the paper's Figure 8)\n\nPer-batch loss (cross-entropy plus the filter regulariser) of Candidate C against the standard CNN.\n\n![Figure 8: loss curves](figure8-loss.png)\n";
     s += "\n## What this shows\n\n";
     for probe in [0.1f32, 0.3] {

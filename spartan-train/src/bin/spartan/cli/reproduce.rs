@@ -31,6 +31,10 @@ pub struct ReproduceArgs {
     /// PGD iterations.
     #[arg(long, default_value_t = 20)]
     pub pgd_steps: usize,
+    /// ε values at which `spartan certify` proves robustness on the white-box images
+    /// ("none" to skip).
+    #[arg(long, default_value = "0.1,0.2,0.3", allow_hyphen_values = true)]
+    pub certify_eps: String,
     /// Output directory (REPORT.md, figures, models, raw results).
     #[arg(long, default_value = "runs/reproduce")]
     pub out: PathBuf,
@@ -42,6 +46,11 @@ pub(super) fn reproduce(a: ReproduceArgs, progress: Progress) -> anyhow::Result<
         (1..=10_000).contains(&a.pgd_steps),
         "--pgd-steps must be between 1 and 10000"
     );
+    let certify_eps = if a.certify_eps.trim() == "none" {
+        Vec::new()
+    } else {
+        parse_eps(&a.certify_eps).map_err(|e| anyhow::anyhow!("--certify-eps: {e}"))?
+    };
     let splits = data::load(a.data.data.as_deref())?;
     let cfg = ReproduceConfig {
         out: a.out.clone(),
@@ -55,6 +64,7 @@ pub(super) fn reproduce(a: ReproduceArgs, progress: Progress) -> anyhow::Result<
             500
         }),
         pgd_steps: a.pgd_steps,
+        certify_eps,
         data_name: match &a.data.data {
             Some(d) => d.display().to_string(),
             None => "embedded".to_string(),
