@@ -15,7 +15,7 @@
 
 use super::domain::Domain;
 use super::forward::{Bounds, Forward, OpBounds, CONST};
-use super::net::{Affine, Net, Op};
+use super::net::{Affine, Dims, Net, Op};
 use super::relax::{Relu, Slope};
 use spartan_core::activation::Activation;
 
@@ -37,6 +37,24 @@ struct Lambda {
 }
 
 impl Lambda {
+    fn zeros(dims: Dims, rows: usize) -> Self {
+        Lambda {
+            rows,
+            c: dims.c,
+            v: vec![0.0; dims.len() * rows],
+        }
+    }
+
+    /// One row per class `j`: the margin `z_label − z_j` over the logits.
+    fn margins(dims: Dims, label: usize, classes: &[usize]) -> Self {
+        let mut lam = Lambda::zeros(dims, classes.len());
+        for (r, &j) in classes.iter().enumerate() {
+            lam.v[r * dims.c + label] += 1.0;
+            lam.v[r * dims.c + j] -= 1.0;
+        }
+        lam
+    }
+
     fn at(&self, pos: usize, r: usize, ch: usize) -> usize {
         (pos * self.rows + r) * self.c + ch
     }
@@ -83,18 +101,8 @@ pub(crate) fn margins(
     label: usize,
     classes: &[usize],
 ) -> Margins {
-    let rows = classes.len();
     let last = net.ops.len() - 1;
-    let out = net.ops[last].output();
-    let mut lam = Lambda {
-        rows,
-        c: out.c,
-        v: vec![0.0; out.len() * rows],
-    };
-    for (r, &j) in classes.iter().enumerate() {
-        lam.v[r * out.c + label] += 1.0;
-        lam.v[r * out.c + j] -= 1.0;
-    }
+    let lam = Lambda::margins(net.ops[last].output(), label, classes);
     let (lower, coefs) = substitute(net, &fwd.ops[..last], dom, last, lam);
     Margins {
         classes: classes.to_vec(),
@@ -114,11 +122,7 @@ pub(crate) fn preactivation_bounds(
 ) -> Vec<(f64, f64)> {
     let out = net.ops[k].output();
     let rows = 2 * neurons.len();
-    let mut lam = Lambda {
-        rows,
-        c: out.c,
-        v: vec![0.0; out.len() * rows],
-    };
+    let mut lam = Lambda::zeros(out, rows);
     for (i, &n) in neurons.iter().enumerate() {
         let (pos, ch) = (n / out.c, n % out.c);
         let at = lam.at(pos, 2 * i, ch);
@@ -212,11 +216,7 @@ fn pool_back(
 ) -> Lambda {
     let rows = lam.rows;
     let (ic, oc, iw, ow, s) = (p.input.c, p.output.c, p.input.w, p.output.w, p.size);
-    let mut prev = Lambda {
-        rows,
-        c: ic,
-        v: vec![0.0; p.input.len() * rows],
-    };
+    let mut prev = Lambda::zeros(p.input, rows);
     let mut chords: Vec<(usize, f64, f64)> = Vec::new();
     for n in 0..p.output.len() {
         let (pos, ch) = (n / oc, n % oc);
@@ -288,11 +288,7 @@ fn affine_back(a: &Affine, lam: &Lambda, konst: &mut [f64]) -> Lambda {
     let rows = lam.rows;
     let (iw, ic) = (a.input.w, a.input.c);
     let (ow, oc) = (a.output.w, a.output.c);
-    let mut prev = Lambda {
-        rows,
-        c: ic,
-        v: vec![0.0; a.input.len() * rows],
-    };
+    let mut prev = Lambda::zeros(a.input, rows);
     for oy in 0..a.output.h {
         for ox in 0..ow {
             let pos = oy * ow + ox;
@@ -337,20 +333,8 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 pub(crate) fn noise(net: &Net, fwd: &Forward, label: usize, classes: &[usize]) -> Vec<f64> {
     let rows = classes.len();
     let out = net.ops.last().expect("a network has layers").output();
-    let mut lo = Lambda {
-        rows,
-        c: out.c,
-        v: vec![0.0; out.len() * rows],
-    };
-    for (r, &j) in classes.iter().enumerate() {
-        lo.v[r * out.c + label] += 1.0;
-        lo.v[r * out.c + j] -= 1.0;
-    }
-    let mut hi = Lambda {
-        rows,
-        c: out.c,
-        v: lo.v.clone(),
-    };
+    let mut lo = Lambda::margins(out, label, classes);
+    let mut hi = Lambda::margins(out, label, classes);
     let mut total = vec![0.0; rows];
     for (k, (op, ob)) in net.ops.iter().zip(&fwd.ops).enumerate().rev() {
         match (op, ob) {
@@ -392,16 +376,8 @@ pub(crate) fn noise(net: &Net, fwd: &Forward, label: usize, classes: &[usize]) -
             (Op::Pool(p), OpBounds::Pool { pick, .. }) => {
                 let inp = fwd_input_of(fwd, k);
                 let (ic, oc) = (p.input.c, p.output.c);
-                let mut plo = Lambda {
-                    rows,
-                    c: ic,
-                    v: vec![0.0; p.input.len() * rows],
-                };
-                let mut phi = Lambda {
-                    rows,
-                    c: ic,
-                    v: vec![0.0; p.input.len() * rows],
-                };
+                let mut plo = Lambda::zeros(p.input, rows);
+                let mut phi = Lambda::zeros(p.input, rows);
                 let (iw, ow, s) = (p.input.w, p.output.w, p.size);
                 for (n, &best) in pick.iter().enumerate() {
                     let (pos, ch) = (n / oc, n % oc);
@@ -459,17 +435,8 @@ fn interval_back(a: &Affine, lo: &Lambda, hi: &Lambda) -> (Lambda, Lambda) {
     let rows = lo.rows;
     let (iw, ic) = (a.input.w, a.input.c);
     let (ow, oc) = (a.output.w, a.output.c);
-    let n = a.input.len() * rows;
-    let mut plo = Lambda {
-        rows,
-        c: ic,
-        v: vec![0.0; n],
-    };
-    let mut phi = Lambda {
-        rows,
-        c: ic,
-        v: vec![0.0; n],
-    };
+    let mut plo = Lambda::zeros(a.input, rows);
+    let mut phi = Lambda::zeros(a.input, rows);
     for oy in 0..a.output.h {
         for ox in 0..ow {
             let pos = oy * ow + ox;

@@ -202,28 +202,26 @@ impl Domain {
         d
     }
 
-    /// Exact minimum of `a·t` over the domain, with the minimising option of each group.
-    pub fn min(&self, a: &[f64]) -> f64 {
+    /// `Σ_g pick(0, a_{g,1}, a_{g,2}, …)`: a group's option 0 adds nothing.
+    fn per_group(&self, a: &[f64], pick: fn(f64, f64) -> f64) -> f64 {
         self.groups
             .iter()
             .map(|g| {
                 a[g.var..g.var + g.options.len() - 1]
                     .iter()
-                    .fold(0.0f64, |m, &v| m.min(v))
+                    .fold(0.0, |m, &v| pick(m, v))
             })
             .sum()
     }
 
+    /// Exact minimum of `a·t` over the domain.
+    pub fn min(&self, a: &[f64]) -> f64 {
+        self.per_group(a, f64::min)
+    }
+
     /// Exact maximum of `a·t` over the domain.
     pub fn max(&self, a: &[f64]) -> f64 {
-        self.groups
-            .iter()
-            .map(|g| {
-                a[g.var..g.var + g.options.len() - 1]
-                    .iter()
-                    .fold(0.0f64, |m, &v| m.max(v))
-            })
-            .sum()
+        self.per_group(a, f64::max)
     }
 
     /// The option of group `g` that minimises `a·t` (0 on ties).
