@@ -120,7 +120,16 @@ fn verdicts_on_real_images_hold_up() {
         for grid in [Grid::Real, Grid::U8] {
             let eps = 0.02;
             let r = cert
-                .certify(image, label, eps, &CertifyConfig { grid, budget: 8 })
+                .certify(
+                    image,
+                    label,
+                    eps,
+                    &CertifyConfig {
+                        grid,
+                        budget: 8,
+                        ..CertifyConfig::default()
+                    },
+                )
                 .unwrap();
             match r.verdict {
                 Verdict::Proven => {

@@ -29,25 +29,44 @@ pub(crate) struct Margins {
     pub coefs: Vec<Vec<f64>>,
 }
 
-/// The margins' coefficients `λ` over one tensor, layout `[position][row][channel]`.
+/// Coefficients `λ` over one tensor, one row per bound, layout
+/// `[position][row][channel]`, nonzero only inside a box of positions (the cone of
+/// the neurons bounded: a few pixels wide in the early layers).
 struct Lambda {
     rows: usize,
     c: usize,
+    w: usize,
     v: Vec<f64>,
+    /// Rows `y0..y1` and columns `x0..x1` of the box.
+    y0: usize,
+    y1: usize,
+    x0: usize,
+    x1: usize,
 }
 
 impl Lambda {
-    fn zeros(dims: Dims, rows: usize) -> Self {
+    /// Zeros over `dims`, with the box `rows × cols` (position ranges).
+    fn zeros(dims: Dims, rows: usize, (y0, y1): (usize, usize), (x0, x1): (usize, usize)) -> Self {
         Lambda {
             rows,
             c: dims.c,
+            w: dims.w,
             v: vec![0.0; dims.len() * rows],
+            y0,
+            y1: y1.min(dims.h),
+            x0,
+            x1: x1.min(dims.w),
         }
+    }
+
+    /// Zeros over `dims`, the box the whole tensor.
+    fn full(dims: Dims, rows: usize) -> Self {
+        Lambda::zeros(dims, rows, (0, dims.h), (0, dims.w))
     }
 
     /// One row per class `j`: the margin `z_label − z_j` over the logits.
     fn margins(dims: Dims, label: usize, classes: &[usize]) -> Self {
-        let mut lam = Lambda::zeros(dims, classes.len());
+        let mut lam = Lambda::full(dims, classes.len());
         for (r, &j) in classes.iter().enumerate() {
             lam.v[r * dims.c + label] += 1.0;
             lam.v[r * dims.c + j] -= 1.0;
@@ -58,6 +77,17 @@ impl Lambda {
     fn at(&self, pos: usize, r: usize, ch: usize) -> usize {
         (pos * self.rows + r) * self.c + ch
     }
+
+    /// Positions inside the box.
+    fn positions(&self) -> impl Iterator<Item = usize> + '_ {
+        (self.y0..self.y1).flat_map(move |y| (self.x0..self.x1).map(move |x| y * self.w + x))
+    }
+
+    /// Neurons (flat indices) inside the box.
+    fn neurons(&self) -> impl Iterator<Item = usize> + '_ {
+        let c = self.c;
+        self.positions().flat_map(move |p| p * c..(p + 1) * c)
+    }
 }
 
 /// Settles the part of `λ` that sits on constant or exactly known neurons of `post`:
@@ -65,7 +95,8 @@ impl Lambda {
 /// go to `konst`, exact rows to the input coefficients `acc`.
 fn settle(lam: &mut Lambda, post: &Bounds, binary: bool, konst: &mut [f64], acc: &mut [Vec<f64>]) {
     let c = lam.c;
-    for n in 0..post.lo.len() {
+    let neurons: Vec<usize> = lam.neurons().collect();
+    for n in neurons {
         let (pos, ch) = (n / c, n % c);
         let row = post.row[n];
         for r in 0..lam.rows {
@@ -122,7 +153,13 @@ pub(crate) fn preactivation_bounds(
 ) -> Vec<(f64, f64)> {
     let out = net.ops[k].output();
     let rows = 2 * neurons.len();
-    let mut lam = Lambda::zeros(out, rows);
+    let (ys, xs) = (
+        neurons.iter().map(|&n| n / out.c / out.w),
+        neurons.iter().map(|&n| n / out.c % out.w),
+    );
+    let rows_box = (ys.clone().min().unwrap_or(0), ys.max().map_or(0, |y| y + 1));
+    let cols_box = (xs.clone().min().unwrap_or(0), xs.max().map_or(0, |x| x + 1));
+    let mut lam = Lambda::zeros(out, rows, rows_box, cols_box);
     for (i, &n) in neurons.iter().enumerate() {
         let (pos, ch) = (n / out.c, n % out.c);
         let at = lam.at(pos, 2 * i, ch);
@@ -179,15 +216,17 @@ fn substitute(
         }
     }
     for g in &dom.groups {
-        for k in 0..dom.width {
-            let n = g.element * dom.width + k;
-            let (pos, ch) = (n / lam.c, n % lam.c);
-            let v0 = g.options[0].values[k];
-            for (r, co) in coefs.iter_mut().enumerate() {
-                let l = lam.v[lam.at(pos, r, ch)];
-                if l != 0.0 {
-                    for (j, o) in g.options.iter().enumerate().skip(1) {
-                        co[g.var + j - 1] += l * (o.values[k] - v0);
+        for (i, &e) in g.elements.iter().enumerate() {
+            for k in 0..dom.width {
+                let (n, at) = (e * dom.width + k, i * dom.width + k);
+                let (pos, ch) = (n / lam.c, n % lam.c);
+                let v0 = g.options[0].values[at];
+                for (r, co) in coefs.iter_mut().enumerate() {
+                    let l = lam.v[lam.at(pos, r, ch)];
+                    if l != 0.0 {
+                        for (j, o) in g.options.iter().enumerate().skip(1) {
+                            co[g.var + j - 1] += l * (o.values[at] - v0);
+                        }
                     }
                 }
             }
@@ -216,9 +255,15 @@ fn pool_back(
 ) -> Lambda {
     let rows = lam.rows;
     let (ic, oc, iw, ow, s) = (p.input.c, p.output.c, p.input.w, p.output.w, p.size);
-    let mut prev = Lambda::zeros(p.input, rows);
+    let mut prev = Lambda::zeros(
+        p.input,
+        rows,
+        (lam.y0 * s, lam.y1 * s),
+        (lam.x0 * s, lam.x1 * s),
+    );
     let mut chords: Vec<(usize, f64, f64)> = Vec::new();
-    for n in 0..p.output.len() {
+    let neurons: Vec<usize> = lam.neurons().collect();
+    for n in neurons {
         let (pos, ch) = (n / oc, n % oc);
         let best = pick[n] as usize;
         let slot = |i: usize| (i / ic, i % ic);
@@ -264,7 +309,8 @@ fn pool_back(
 /// `λ·y` over ReLU outputs → over their inputs, with DeepPoly's triangle.
 fn relax_relu(lam: &mut Lambda, pre_lo: &[f64], pre_hi: &[f64], konst: &mut [f64]) {
     let c = lam.c;
-    for n in 0..pre_lo.len() {
+    let neurons: Vec<usize> = lam.neurons().collect();
+    for n in neurons {
         let Relu::Unstable { alpha, slope, icpt } = Relu::new(pre_lo[n], pre_hi[n]) else {
             // Stable: identity, or zero (those are constants, already settled).
             continue;
@@ -288,9 +334,15 @@ fn affine_back(a: &Affine, lam: &Lambda, konst: &mut [f64]) -> Lambda {
     let rows = lam.rows;
     let (iw, ic) = (a.input.w, a.input.c);
     let (ow, oc) = (a.output.w, a.output.c);
-    let mut prev = Lambda::zeros(a.input, rows);
-    for oy in 0..a.output.h {
-        for ox in 0..ow {
+    // Output (y, x) reads inputs y..y + kh, x..x + kw.
+    let mut prev = Lambda::zeros(
+        a.input,
+        rows,
+        (lam.y0, lam.y1 + a.kh - 1),
+        (lam.x0, lam.x1 + a.kw - 1),
+    );
+    for oy in lam.y0..lam.y1 {
+        for ox in lam.x0..lam.x1 {
             let pos = oy * ow + ox;
             for (r, k) in konst.iter_mut().enumerate() {
                 let at = lam.at(pos, r, 0);
@@ -376,8 +428,8 @@ pub(crate) fn noise(net: &Net, fwd: &Forward, label: usize, classes: &[usize]) -
             (Op::Pool(p), OpBounds::Pool { pick, .. }) => {
                 let inp = fwd_input_of(fwd, k);
                 let (ic, oc) = (p.input.c, p.output.c);
-                let mut plo = Lambda::zeros(p.input, rows);
-                let mut phi = Lambda::zeros(p.input, rows);
+                let mut plo = Lambda::full(p.input, rows);
+                let mut phi = Lambda::full(p.input, rows);
                 let (iw, ow, s) = (p.input.w, p.output.w, p.size);
                 for (n, &best) in pick.iter().enumerate() {
                     let (pos, ch) = (n / oc, n % oc);
@@ -435,8 +487,9 @@ fn interval_back(a: &Affine, lo: &Lambda, hi: &Lambda) -> (Lambda, Lambda) {
     let rows = lo.rows;
     let (iw, ic) = (a.input.w, a.input.c);
     let (ow, oc) = (a.output.w, a.output.c);
-    let mut plo = Lambda::zeros(a.input, rows);
-    let mut phi = Lambda::zeros(a.input, rows);
+    let mut plo = Lambda::full(a.input, rows);
+    let mut phi = Lambda::full(a.input, rows);
+    let (mut mid, mut rad) = (vec![0.0; oc], vec![0.0; oc]);
     for oy in 0..a.output.h {
         for ox in 0..ow {
             let pos = oy * ow + ox;
@@ -446,25 +499,22 @@ fn interval_back(a: &Affine, lo: &Lambda, hi: &Lambda) -> (Lambda, Lambda) {
                 if ml.iter().chain(mh).all(|&x| x == 0.0) {
                     continue;
                 }
+                // Midpoint and radius: Wᵀ[c − ρ, c + ρ] = [Wᵀc − |W|ᵀρ, Wᵀc + |W|ᵀρ].
+                for co in 0..oc {
+                    mid[co] = 0.5 * (ml[co] + mh[co]);
+                    rad[co] = 0.5 * (mh[co] - ml[co]);
+                }
                 for ky in 0..a.kh {
                     for kx in 0..a.kw {
                         let ipos = (oy + ky) * iw + ox + kx;
                         let wbase = (ky * a.kw + kx) * ic;
                         let d0 = plo.at(ipos, r, 0);
                         for ci in 0..ic {
-                            let w = &a.weight[(wbase + ci) * oc..(wbase + ci + 1) * oc];
-                            let (mut sl, mut sh) = (0.0, 0.0);
-                            for ((&wv, &l), &h) in w.iter().zip(ml).zip(mh) {
-                                if wv >= 0.0 {
-                                    sl += wv * l;
-                                    sh += wv * h;
-                                } else {
-                                    sl += wv * h;
-                                    sh += wv * l;
-                                }
-                            }
-                            plo.v[d0 + ci] += sl;
-                            phi.v[d0 + ci] += sh;
+                            let span = (wbase + ci) * oc..(wbase + ci + 1) * oc;
+                            let c = dot(&a.weight[span.clone()], &mid);
+                            let e = dot(&a.abs_weight[span], &rad);
+                            plo.v[d0 + ci] += c - e;
+                            phi.v[d0 + ci] += c + e;
                         }
                     }
                 }

@@ -79,17 +79,21 @@ fn floor_f32(v: f64) -> f32 {
 /// One reachable value of a group: what the first layer sees, and an input producing it.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct GroupOption {
-    /// The group's `width` first-layer inputs (code bits, or the pixel).
+    /// Per element of the group, its `width` first-layer inputs (code bits, or the
+    /// pixel).
     pub values: Vec<f64>,
-    /// An input value in the ball giving them (nearest the clean input).
-    pub pixel: f32,
+    /// Per element, an input value in the ball giving them (nearest the clean input).
+    pub pixels: Vec<f32>,
 }
 
-/// An input element that can show more than one value.
+/// Input elements that can show more than one value, taken together: a pixel, or a
+/// cluster of nearby pixels whose options are every combination of theirs. Whatever
+/// depends on one group only is known exactly (see the module docs), so clustering
+/// pixels whose effects meet early makes their interaction exact.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Group {
-    /// Input element (HWC index of the image).
-    pub element: usize,
+    /// Input elements (HWC indices of the image).
+    pub elements: Vec<usize>,
     /// Two or more options; option 0 is in the base input.
     pub options: Vec<GroupOption>,
     /// First variable (`t_{g,1}`); the group owns `options.len() − 1`.
@@ -114,9 +118,11 @@ pub(crate) struct Domain {
 }
 
 impl Domain {
-    /// The ε-ball around `image` (raw pixels) on `grid`. `None` if a filter element
-    /// reaches more codes than [`spartan_core::codes::MAX_CODES`].
-    pub fn ball(net: &Net, image: &[u8], eps: f32, grid: Grid) -> Option<Domain> {
+    /// The ε-ball around `image` (raw pixels) on `grid`, uncertain pixels clustered
+    /// into groups of at most `cluster` combined options (1: one group per pixel).
+    /// `None` if a filter element reaches more codes than
+    /// [`spartan_core::codes::MAX_CODES`].
+    pub fn ball(net: &Net, image: &[u8], eps: f32, grid: Grid, cluster: usize) -> Option<Domain> {
         let width = net.width();
         let mut dom = Domain {
             width,
@@ -126,79 +132,53 @@ impl Domain {
             vars: 0,
             continuous: matches!(net.front, Front::Raw),
         };
+        let mut uncertain = Vec::new();
         for (e, &p) in image.iter().enumerate() {
-            let x = pixel_to_unit(p);
-            let mut options = Vec::new();
-            match &net.front {
-                Front::Raw => {
-                    let (lo, hi) = match grid {
-                        Grid::Real => real_ball(x, eps),
-                        Grid::U8 => {
-                            let (a, b) = u8_ball(p, eps);
-                            (pixel_to_unit(a), pixel_to_unit(b))
-                        }
-                    };
-                    options.push(GroupOption {
-                        values: vec![f64::from(lo)],
-                        pixel: lo,
-                    });
-                    if hi > lo {
-                        options.push(GroupOption {
-                            values: vec![f64::from(hi)],
-                            pixel: hi,
-                        });
-                    }
-                }
-                Front::Filter { beta, units } => {
-                    let mut add = |code: u32, pixel: f32| {
-                        options.push(GroupOption {
-                            values: (0..*beta).map(|k| f64::from((code >> k) & 1)).collect(),
-                            pixel,
-                        })
-                    };
-                    match grid {
-                        Grid::Real => {
-                            let (lo, hi) = real_ball(x, eps);
-                            if !nearest_codes(&units[e], x, lo, hi, add) {
-                                return None;
-                            }
-                        }
-                        Grid::U8 => {
-                            let (a, b) = u8_ball(p, eps);
-                            nearest_pixel_codes(&units[e], p, a, b, |c, q| {
-                                add(c, pixel_to_unit(q))
-                            });
-                        }
-                    }
-                }
-            }
+            let options = element_options(net, e, p, eps, grid)?;
             dom.base[e * width..(e + 1) * width].copy_from_slice(&options[0].values);
-            dom.pixels[e] = options[0].pixel;
+            dom.pixels[e] = options[0].pixels[0];
             if options.len() > 1 {
-                dom.groups.push(Group {
-                    element: e,
-                    var: dom.vars,
+                uncertain.push(Group {
+                    elements: vec![e],
                     options,
+                    var: 0,
                 });
-                dom.vars = dom.groups.iter().map(|g| g.options.len() - 1).sum();
             }
         }
+        // Raw intervals are continuous: their combinations are not a product of
+        // finitely many points, so they stay apart.
+        let cluster = if dom.continuous { 1 } else { cluster };
+        dom.groups = clusters(uncertain, net.input_width(), cluster);
+        dom.renumber();
         Some(dom)
+    }
+
+    /// Gives each group its first variable, in order.
+    fn renumber(&mut self) {
+        let mut var = 0;
+        for g in &mut self.groups {
+            g.var = var;
+            var += g.options.len() - 1;
+        }
+        self.vars = var;
+    }
+
+    /// Uncertain input elements (pixels).
+    pub fn uncertain(&self) -> usize {
+        self.groups.iter().map(|g| g.elements.len()).sum()
     }
 
     /// The same domain with group `g` fixed to its option `j`.
     pub fn fix(&self, g: usize, j: usize) -> Domain {
         let mut d = self.clone();
         let group = d.groups.remove(g);
-        let e = group.element;
-        d.base[e * d.width..(e + 1) * d.width].copy_from_slice(&group.options[j].values);
-        d.pixels[e] = group.options[j].pixel;
-        let mut var = 0;
-        for gr in &mut d.groups {
-            gr.var = var;
-            var += gr.options.len() - 1;
+        let w = d.width;
+        for (i, &e) in group.elements.iter().enumerate() {
+            d.base[e * w..(e + 1) * w]
+                .copy_from_slice(&group.options[j].values[i * w..(i + 1) * w]);
+            d.pixels[e] = group.options[j].pixels[i];
         }
-        d.vars = var;
+        d.renumber();
         d
     }
 
@@ -240,7 +220,10 @@ impl Domain {
     pub fn argmin_input(&self, a: &[f64]) -> Vec<f32> {
         let mut x = self.pixels.clone();
         for (g, gr) in self.groups.iter().enumerate() {
-            x[gr.element] = gr.options[self.argmin_option(g, a)].pixel;
+            let o = &gr.options[self.argmin_option(g, a)];
+            for (&e, &v) in gr.elements.iter().zip(&o.pixels) {
+                x[e] = v;
+            }
         }
         x
     }
@@ -269,5 +252,96 @@ impl Domain {
         -a[gr.var..gr.var + gr.options.len() - 1]
             .iter()
             .fold(0.0f64, |m, &v| m.min(v))
+    }
+}
+
+/// The values element `e` (raw pixel `p`) can take within `eps` on `grid`, the clean
+/// one first: codes after a filter, the two ends of its interval without one.
+fn element_options(net: &Net, e: usize, p: u8, eps: f32, grid: Grid) -> Option<Vec<GroupOption>> {
+    let x = pixel_to_unit(p);
+    let mut options = Vec::new();
+    match &net.front {
+        Front::Raw => {
+            let (lo, hi) = match grid {
+                Grid::Real => real_ball(x, eps),
+                Grid::U8 => {
+                    let (a, b) = u8_ball(p, eps);
+                    (pixel_to_unit(a), pixel_to_unit(b))
+                }
+            };
+            for v in [lo, hi] {
+                if options.is_empty() || v > lo {
+                    options.push(GroupOption {
+                        values: vec![f64::from(v)],
+                        pixels: vec![v],
+                    });
+                }
+            }
+        }
+        Front::Filter { beta, units } => {
+            let mut add = |code: u32, pixel: f32| {
+                options.push(GroupOption {
+                    values: (0..*beta).map(|k| f64::from((code >> k) & 1)).collect(),
+                    pixels: vec![pixel],
+                })
+            };
+            match grid {
+                Grid::Real => {
+                    let (lo, hi) = real_ball(x, eps);
+                    if !nearest_codes(&units[e], x, lo, hi, add) {
+                        return None;
+                    }
+                }
+                Grid::U8 => {
+                    let (a, b) = u8_ball(p, eps);
+                    nearest_pixel_codes(&units[e], p, a, b, |c, q| add(c, pixel_to_unit(q)));
+                }
+            }
+        }
+    }
+    Some(options)
+}
+
+/// Merges single-element groups (in raster order) into clusters of nearby pixels —
+/// within two rows and columns of a member, so inside one 3×3 convolution window of
+/// each other's — while the product of their option counts stays at most `cap`.
+fn clusters(singles: Vec<Group>, image_width: usize, cap: usize) -> Vec<Group> {
+    let at = |e: usize| (e / image_width, e % image_width);
+    let mut out: Vec<Group> = Vec::new();
+    for g in singles {
+        let (r, c) = at(g.elements[0]);
+        let near = |h: &Group| {
+            h.elements.iter().any(|&f| {
+                let (fr, fc) = at(f);
+                fr.abs_diff(r) <= 2 && fc.abs_diff(c) <= 2
+            })
+        };
+        match out
+            .iter_mut()
+            .rev()
+            .find(|h| h.options.len() * g.options.len() <= cap && near(h))
+        {
+            Some(h) => *h = combine(h, &g),
+            None => out.push(g),
+        }
+    }
+    out
+}
+
+/// The group of every combination of `a`'s and `b`'s options (option 0 with 0 first).
+fn combine(a: &Group, b: &Group) -> Group {
+    let mut options = Vec::with_capacity(a.options.len() * b.options.len());
+    for ob in &b.options {
+        for oa in &a.options {
+            options.push(GroupOption {
+                values: oa.values.iter().chain(&ob.values).copied().collect(),
+                pixels: oa.pixels.iter().chain(&ob.pixels).copied().collect(),
+            });
+        }
+    }
+    Group {
+        elements: a.elements.iter().chain(&b.elements).copied().collect(),
+        options,
+        var: 0,
     }
 }

@@ -76,17 +76,19 @@ impl Bounds {
         b.hi.copy_from_slice(&dom.base);
         let mut a = vec![0.0; dom.vars];
         for g in &dom.groups {
-            for k in 0..dom.width {
-                let n = g.element * dom.width + k;
-                let v0 = g.options[0].values[k];
-                a.fill(0.0);
-                for (j, o) in g.options.iter().enumerate().skip(1) {
-                    a[g.var + j - 1] = o.values[k] - v0;
-                    b.lo[n] = b.lo[n].min(o.values[k]);
-                    b.hi[n] = b.hi[n].max(o.values[k]);
-                }
-                if a.iter().any(|&v| v != 0.0) {
-                    b.row[n] = b.push_row(v0, v0, &a, &a, true);
+            for (i, &e) in g.elements.iter().enumerate() {
+                for k in 0..dom.width {
+                    let (n, at) = (e * dom.width + k, i * dom.width + k);
+                    let v0 = g.options[0].values[at];
+                    a.fill(0.0);
+                    for (j, o) in g.options.iter().enumerate().skip(1) {
+                        a[g.var + j - 1] = o.values[at] - v0;
+                        b.lo[n] = b.lo[n].min(o.values[at]);
+                        b.hi[n] = b.hi[n].max(o.values[at]);
+                    }
+                    if a.iter().any(|&v| v != 0.0) {
+                        b.row[n] = b.push_row(v0, v0, &a, &a, true);
+                    }
                 }
             }
         }
@@ -208,22 +210,26 @@ fn affine_pre(a: &Affine, inp: &Bounds, dom: &Domain) -> (Bounds, Vec<f64>, Vec<
     let n_out = a.output.len();
     let mut pre = Bounds::new(n_out, v);
     let mut rho = vec![0.0; n_out];
-    // Per output channel: IBP sums, magnitude sum, constant parts of the linear bounds.
-    let (mut ibp_lo, mut ibp_hi, mut mag) = (vec![0.0; oc], vec![0.0; oc], vec![0.0; oc]);
-    let mut grow = vec![0.0; oc];
+    // Per output channel, in midpoint-radius form (`[c − r, c + r]`, so the sums
+    // vectorise): the interval of the whole sum, that of its constant inputs (the
+    // constant part of the linear bounds), the magnitude bounding the rounding, and the
+    // growth of the f32 error.
+    let (mut mid, mut rad) = (vec![0.0; oc], vec![0.0; oc]);
+    let (mut cmid, mut crad) = (vec![0.0; oc], vec![0.0; oc]);
+    let (mut mag, mut grow) = (vec![0.0; oc], vec![0.0; oc]);
     let mut pre_err = vec![0.0; n_out];
     let (mut sl, mut su) = (vec![0.0; oc], vec![0.0; oc]);
     let (mut al, mut au) = (vec![0.0; oc * v], vec![0.0; oc * v]);
     let mut deps: Vec<(usize, usize)> = Vec::new();
     for oy in 0..oh {
         for ox in 0..ow {
-            ibp_lo.copy_from_slice(&a.bias);
-            ibp_hi.copy_from_slice(&a.bias);
+            mid.copy_from_slice(&a.bias);
+            cmid.copy_from_slice(&a.bias);
+            rad.fill(0.0);
+            crad.fill(0.0);
             for (m, b) in mag.iter_mut().zip(&a.bias) {
                 *m = b.abs();
             }
-            sl.copy_from_slice(&a.bias);
-            su.copy_from_slice(&a.bias);
             grow.fill(0.0);
             deps.clear();
             let mut exact = true;
@@ -233,27 +239,24 @@ fn affine_pre(a: &Affine, inp: &Bounds, dom: &Domain) -> (Bounds, Vec<f64>, Vec<
                     let wbase = (ky * a.kw + kx) * ic;
                     for ci in 0..ic {
                         let i = pix + ci;
-                        let w = &a.weight[(wbase + ci) * oc..(wbase + ci + 1) * oc];
+                        let span = (wbase + ci) * oc..(wbase + ci + 1) * oc;
+                        let (w, aw) = (&a.weight[span.clone()], &a.abs_weight[span]);
                         let (l, h, e) = (inp.lo[i], inp.hi[i], inp.err[i]);
-                        let m = l.abs().max(h.abs()) + e;
+                        let (c, r, m) = (0.5 * (l + h), 0.5 * (h - l), l.abs().max(h.abs()) + e);
                         let dep = inp.row[i] != CONST;
                         if dep {
                             deps.push((i, (wbase + ci) * oc));
                             exact &= inp.exact[inp.row[i] as usize];
                         } else {
                             exact &= l == h;
+                            axpy(&mut cmid, c, w);
+                            axpy(&mut crad, r, aw);
                         }
-                        for co in 0..oc {
-                            let wv = w[co];
-                            let (wl, wh) = if wv >= 0.0 { (l, h) } else { (h, l) };
-                            ibp_lo[co] += wv * wl;
-                            ibp_hi[co] += wv * wh;
-                            mag[co] += wv.abs() * m;
-                            grow[co] += wv.abs() * e;
-                            if !dep {
-                                sl[co] += wv * wl;
-                                su[co] += wv * wh;
-                            }
+                        axpy(&mut mid, c, w);
+                        axpy(&mut rad, r, aw);
+                        axpy(&mut mag, m, aw);
+                        if e != 0.0 {
+                            axpy(&mut grow, e, aw);
                         }
                     }
                 }
@@ -263,8 +266,10 @@ fn affine_pre(a: &Affine, inp: &Bounds, dom: &Domain) -> (Bounds, Vec<f64>, Vec<
                 let r = a.gamma * mag[co] + a.tiny;
                 rho[out0 + co] = r;
                 pre_err[out0 + co] = r + grow[co];
-                pre.lo[out0 + co] = ibp_lo[co];
-                pre.hi[out0 + co] = ibp_hi[co];
+                pre.lo[out0 + co] = mid[co] - rad[co];
+                pre.hi[out0 + co] = mid[co] + rad[co];
+                sl[co] = cmid[co] - crad[co];
+                su[co] = cmid[co] + crad[co];
             }
             if deps.is_empty() {
                 continue;

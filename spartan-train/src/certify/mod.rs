@@ -109,6 +109,9 @@ pub struct CertifyConfig {
     pub grid: Grid,
     /// Most bound computations per image (nodes of the branching search).
     pub budget: usize,
+    /// Most combined options of a cluster of nearby uncertain pixels, whose
+    /// interactions the bounds then keep exactly (1: every pixel on its own).
+    pub cluster: usize,
 }
 
 impl Default for CertifyConfig {
@@ -116,9 +119,13 @@ impl Default for CertifyConfig {
         CertifyConfig {
             grid: Grid::Real,
             budget: DEFAULT_BUDGET,
+            cluster: DEFAULT_CLUSTER,
         }
     }
 }
+
+/// Default [`CertifyConfig::cluster`].
+pub const DEFAULT_CLUSTER: usize = 16;
 
 /// Default [`CertifyConfig::budget`].
 pub const DEFAULT_BUDGET: usize = 200;
@@ -167,7 +174,13 @@ impl<'m> Certifier<'m> {
         &self.model
     }
 
-    fn domain(&self, image: &[u8], eps: f32, grid: Grid) -> Result<domain::Domain, CertifyError> {
+    fn domain(
+        &self,
+        image: &[u8],
+        eps: f32,
+        grid: Grid,
+        cluster: usize,
+    ) -> Result<domain::Domain, CertifyError> {
         let expected = self.model.input_len();
         if image.len() != expected {
             return Err(CertifyError::ImageSize {
@@ -178,9 +191,9 @@ impl<'m> Certifier<'m> {
         if !(0.0..=1.0).contains(&eps) {
             return Err(CertifyError::Eps(eps));
         }
-        domain::Domain::ball(&self.net, image, eps, grid).ok_or(CertifyError::Unsupported(
-            "an input element reaches more than 256 filter codes",
-        ))
+        domain::Domain::ball(&self.net, image, eps, grid, cluster.max(1)).ok_or(
+            CertifyError::Unsupported("an input element reaches more than 256 filter codes"),
+        )
     }
 
     /// Certifies that every input within `eps` of `image` (raw pixels) gets `label`.
@@ -195,8 +208,8 @@ impl<'m> Certifier<'m> {
         if label as usize >= classes {
             return Err(CertifyError::Label { label, classes });
         }
-        let dom = self.domain(image, eps, cfg.grid)?;
-        let uncertain = dom.groups.len();
+        let dom = self.domain(image, eps, cfg.grid, cfg.cluster)?;
+        let uncertain = dom.uncertain();
         let clean: Vec<f32> = image.iter().map(|&p| pixel_to_unit(p)).collect();
         let mut arena = vec![0.0; self.model.arena_len()];
         let mut logits = vec![0.0; classes];
@@ -235,7 +248,7 @@ impl<'m> Certifier<'m> {
         grid: Grid,
         symbolic: bool,
     ) -> Result<LogitBounds, CertifyError> {
-        let dom = self.domain(image, eps, grid)?;
+        let dom = self.domain(image, eps, grid, DEFAULT_CLUSTER)?;
         let fwd = forward::forward(&self.net, &dom, symbolic);
         let (lo, hi) = fwd.logits();
         let err = &fwd.ops.last().expect("a network has layers").post().err;
@@ -254,7 +267,7 @@ impl<'m> Certifier<'m> {
         eps: f32,
         grid: Grid,
     ) -> Result<Vec<f64>, CertifyError> {
-        let dom = self.domain(image, eps, grid)?;
+        let dom = self.domain(image, eps, grid, DEFAULT_CLUSTER)?;
         let fwd = forward::forward(&self.net, &dom, true);
         let label = label as usize;
         let others: Vec<usize> = (0..self.model.classes()).filter(|&j| j != label).collect();
@@ -275,7 +288,7 @@ impl<'m> Certifier<'m> {
         eps: f32,
         grid: Grid,
     ) -> Result<usize, CertifyError> {
-        Ok(self.domain(image, eps, grid)?.groups.len())
+        Ok(self.domain(image, eps, grid, 1)?.uncertain())
     }
 }
 
@@ -418,6 +431,7 @@ pub fn certify_set(
     eps: &[f32],
     grids: &[Grid],
     budget: usize,
+    cluster: usize,
     observer: &dyn Observer,
 ) -> Result<(CertifyReport, Vec<FoundCounterexample>), CertifyError> {
     let ImageSet {
@@ -443,7 +457,7 @@ pub fn certify_set(
         .count();
     let mut report = CertifyReport {
         settings: format!(
-            "linear bounds (DeepPoly forward, CROWN margins) with branching over codes, budget {budget} nodes per image; f32 rounding bounded"
+            "linear bounds (DeepPoly forward, CROWN margins) over clusters of up to {cluster} code combinations, branching within {budget} nodes per image; f32 rounding bounded"
         ),
         n,
         first_index,
@@ -454,7 +468,11 @@ pub fn certify_set(
     let mut found = Vec::new();
     for &grid in grids {
         for &e in eps {
-            let cfg = CertifyConfig { grid, budget };
+            let cfg = CertifyConfig {
+                grid,
+                budget,
+                cluster,
+            };
             observer.begin(&format!("ε={e} {}", grid.name()), n as u64, 0);
             let started = Instant::now();
             let results =

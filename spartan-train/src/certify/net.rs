@@ -47,6 +47,8 @@ pub(crate) struct Affine {
     pub kw: usize,
     /// `[kh, kw, c_in, c_out]`.
     pub weight: Vec<f64>,
+    /// `|weight|`.
+    pub abs_weight: Vec<f64>,
     pub bias: Vec<f64>,
     pub act: Activation,
     /// Rounding of one output: `|fl(b + Σ w·y) − (b + Σ w·y)| ≤ gamma·(|b| + Σ|w·y|) + tiny`.
@@ -77,6 +79,7 @@ impl Affine {
             output,
             kh,
             kw,
+            abs_weight: weight.iter().map(|w| w.abs()).collect(),
             weight,
             bias,
             act,
@@ -124,6 +127,7 @@ pub(crate) enum Front {
 
 /// The verifier's copy of a float model.
 pub(crate) struct Net {
+    pub input: Dims,
     pub front: Front,
     pub ops: Vec<Op>,
 }
@@ -188,7 +192,16 @@ impl Net {
                 })),
             }
         }
-        Ok(Net { front, ops })
+        Ok(Net {
+            input: Dims::of(shapes[0]),
+            front,
+            ops,
+        })
+    }
+
+    /// Input elements per image row (width × channels).
+    pub fn input_width(&self) -> usize {
+        self.input.w * self.input.c
     }
 
     /// Elements per input element after the filter (β, or 1 without one).

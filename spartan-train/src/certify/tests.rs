@@ -135,7 +135,9 @@ fn for_each_input(dom: &Domain, mut visit: impl FnMut(&[f32])) {
     let mut x = dom.pixels.clone();
     loop {
         for (g, &j) in dom.groups.iter().zip(&choice) {
-            x[g.element] = g.options[j].pixel;
+            for (&e, &v) in g.elements.iter().zip(&g.options[j].pixels) {
+                x[e] = v;
+            }
         }
         visit(&x);
         let mut i = 0;
@@ -181,13 +183,18 @@ fn no_certified_image_is_broken_by_brute_force() {
         } as u8;
         let eps = [0.01f32, 0.03, 0.08, 0.15][rng.random_range(0..4)];
         for grid in [Grid::Real, Grid::U8] {
-            let dom = cert.domain(&image, eps, grid).unwrap();
+            let cluster = [1, 4, 16][(trial / 3) % 3];
+            let dom = cert.domain(&image, eps, grid, 1).unwrap();
             // Brute force without a filter is over the corners of the box only: not
             // every input; the property test covers those models.
             if combinations(&dom) > 4096.0 || filter.is_none() {
                 continue;
             }
-            let cfg = CertifyConfig { grid, budget: 64 };
+            let cfg = CertifyConfig {
+                grid,
+                budget: 64,
+                cluster,
+            };
             let r = cert.certify(&image, label, eps, &cfg).unwrap();
             let mut broken = None;
             for_each_input(&dom, |xp| {
@@ -246,14 +253,14 @@ fn domains_hold_every_code_the_ball_reaches() {
         let image: Vec<u8> = (0..16).map(|_| rng.random()).collect();
         let eps = rng.random_range(0.0..0.3f32);
         for grid in [Grid::Real, Grid::U8] {
-            let dom = cert.domain(&image, eps, grid).unwrap();
+            let dom = cert.domain(&image, eps, grid, 1).unwrap();
             for (e, &p) in image.iter().enumerate() {
                 let x = pixel_to_unit(p);
-                let options: Vec<u32> = match dom.groups.iter().find(|g| g.element == e) {
+                let options: Vec<u32> = match dom.groups.iter().find(|g| g.elements == [e]) {
                     Some(g) => g
                         .options
                         .iter()
-                        .map(|o| spartan_core::codes::code_of(&units[e], o.pixel))
+                        .map(|o| spartan_core::codes::code_of(&units[e], o.pixels[0]))
                         .collect(),
                     None => vec![spartan_core::codes::code_of(&units[e], dom.pixels[e])],
                 };
@@ -283,10 +290,10 @@ fn domains_hold_every_code_the_ball_reaches() {
                     );
                 }
                 // Every option's input is in the ball.
-                if let Some(g) = dom.groups.iter().find(|g| g.element == e) {
+                if let Some(g) = dom.groups.iter().find(|g| g.elements == [e]) {
                     for o in &g.options {
                         let mut xp = dom.pixels.clone();
-                        xp[e] = o.pixel;
+                        xp[e] = o.pixels[0];
                         assert!(in_ball(&image, eps, grid, &xp));
                     }
                 }
@@ -404,6 +411,41 @@ fn with_no_pixel_near_a_threshold_the_certificate_is_exact() {
         proven > 20 && refuted > 20,
         "{proven} proven, {refuted} refuted"
     );
+}
+
+#[test]
+fn clusters_hold_every_combination_of_their_pixels() {
+    let mut rng = ChaCha8Rng::seed_from_u64(0xc1_05e);
+    let mut merges = 0;
+    for trial in 0..40 {
+        let spec = tiny_spec(&mut rng, 6, Some(FilterKind::Conv));
+        let bytes = model_bytes(&spec, &mut rng);
+        let cert = Certifier::new(F32Model::load(&bytes).unwrap()).unwrap();
+        let image: Vec<u8> = (0..36).map(|_| rng.random()).collect();
+        let eps = rng.random_range(0.02..0.12f32);
+        let single = cert.domain(&image, eps, Grid::U8, 1).unwrap();
+        let cap = [2, 4, 16, 64][trial % 4];
+        let merged = cert.domain(&image, eps, Grid::U8, cap).unwrap();
+        assert_eq!(single.uncertain(), merged.uncertain());
+        merges += single.groups.len() - merged.groups.len();
+        assert_eq!(single.base, merged.base);
+        // The same inputs, in the same number.
+        assert_eq!(combinations(&single), combinations(&merged));
+        if combinations(&single) > 4096.0 {
+            continue;
+        }
+        let mut a = Vec::new();
+        for_each_input(&single, |x| a.push(x.to_vec()));
+        let mut b = Vec::new();
+        for_each_input(&merged, |x| b.push(x.to_vec()));
+        a.sort_by(|x, y| x.partial_cmp(y).unwrap());
+        b.sort_by(|x, y| x.partial_cmp(y).unwrap());
+        assert_eq!(a, b, "trial {trial}");
+        for g in &merged.groups {
+            assert!(g.options.len() <= cap.max(3) && g.options.len() >= 2);
+        }
+    }
+    assert!(merges > 40, "{merges} merges");
 }
 
 #[test]

@@ -9,7 +9,7 @@ use spartan_core::spec::{ArchSpec, LayerSpec, NamedParams, NAMED_ARCHITECTURES};
 use spartan_train::attack::blackbox::{black_box, BlackBoxConfig};
 use spartan_train::attack::sweep::{white_box_sweep, AttackReport, Batch, WhiteBox};
 use spartan_train::certify::{
-    certify_set, Certifier, CertifyReport, Grid, ImageSet, DEFAULT_BUDGET,
+    certify_set, Certifier, CertifyReport, Grid, ImageSet, DEFAULT_BUDGET, DEFAULT_CLUSTER,
 };
 use spartan_train::data::Splits;
 use spartan_train::eval::batch_input;
@@ -339,6 +339,7 @@ fn certify_stage(
         &cfg.certify_eps,
         &[Grid::Real],
         DEFAULT_BUDGET,
+        DEFAULT_CLUSTER,
         progress,
     )?;
     crate::report::write_certify(&report, &found, dir, arch, shape)

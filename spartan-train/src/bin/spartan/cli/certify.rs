@@ -5,7 +5,9 @@ use crate::progress::Progress;
 use anyhow::{bail, Context};
 use spartan_core::float::F32Model;
 use spartan_train::attack::eps::parse_eps;
-use spartan_train::certify::{certify_set, Certifier, Grid, ImageSet, DEFAULT_BUDGET};
+use spartan_train::certify::{
+    certify_set, Certifier, Grid, ImageSet, DEFAULT_BUDGET, DEFAULT_CLUSTER,
+};
 use spartan_train::data;
 use std::path::PathBuf;
 
@@ -53,6 +55,10 @@ pub struct CertifyArgs {
     /// Most bound computations (branching nodes) per image before giving up.
     #[arg(long, default_value_t = DEFAULT_BUDGET)]
     pub budget: usize,
+    /// Most combined codes of a cluster of nearby uncertain pixels (their interactions
+    /// are then exact; 1: every pixel on its own).
+    #[arg(long, default_value_t = DEFAULT_CLUSTER)]
+    pub cluster: usize,
     /// Output directory: certify.csv, certify.json, certify.png, counterexamples/.
     #[arg(long)]
     pub out: PathBuf,
@@ -65,6 +71,9 @@ pub(super) fn certify(a: CertifyArgs, progress: Progress) -> anyhow::Result<()> 
     }
     if !(1..=1_000_000).contains(&a.budget) {
         bail!("--budget must be between 1 and 1000000");
+    }
+    if !(1..=4096).contains(&a.cluster) {
+        bail!("--cluster must be between 1 and 4096");
     }
     let bytes = read_model_file(&a.model)?;
     let model = F32Model::load(&bytes).with_context(|| {
@@ -88,7 +97,15 @@ pub(super) fn certify(a: CertifyArgs, progress: Progress) -> anyhow::Result<()> 
         labels: &set.labels,
         first_index: a.holdout,
     };
-    let (report, found) = certify_set(&cert, images, &eps, &a.grid.grids(), a.budget, &progress)?;
+    let (report, found) = certify_set(
+        &cert,
+        images,
+        &eps,
+        &a.grid.grids(),
+        a.budget,
+        a.cluster,
+        &progress,
+    )?;
     let name = a
         .model
         .file_stem()
