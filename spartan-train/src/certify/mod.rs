@@ -6,12 +6,15 @@
 //! uncertain pixels with two or three codes each instead of a box. The verifier:
 //!
 //! 1. builds that domain: per pixel the codes `[x − ε, x + ε] ∩ [0, 1]` reaches, on real
-//!    (`f32`) values or on the `u8` grid ([`Grid`]); without a filter, pixel intervals;
+//!    (`f32`) values or on the `u8` grid ([`Grid`]); without a filter, pixel intervals.
+//!    Nearby uncertain pixels are clustered into one group of every combination of
+//!    their codes, so that what depends on one cluster only is known exactly;
 //! 2. bounds the logits by interval bound propagation (the baseline), then by linear
 //!    bounds (DeepPoly forward for every neuron, CROWN back-substitution of the logit
-//!    margins), concretised exactly per pixel against its code set;
+//!    margins), concretised exactly per group against its options, tightened by
+//!    back-substituting every unstable neuron when a proof is within reach;
 //! 3. where a margin stays unproven, tries the input its bound points to, then branches
-//!    on the codes of the most influential uncertain pixel, within a budget of nodes.
+//!    on the options of the most influential group, within a budget of nodes.
 //!
 //! A counterexample is an input in the ball that the `f32` reference inference
 //! ([`F32Model::infer`]) misclassifies: checked, never inferred from bounds. A proof

@@ -64,15 +64,19 @@ struct ModelResults {
 impl ModelResults {
     /// Every white-box attack run on the white-box images: the worst case over them
     /// is the upper bound that certification is compared with.
-    fn white_box(&self) -> [&AttackReport; 3] {
-        [&self.fgsm, &self.pgd, &self.pgd_identity]
+    fn white_box(&self) -> [(&'static str, &AttackReport); 3] {
+        [
+            ("FGSM", &self.fgsm),
+            ("PGD, BPDA surrogate", &self.pgd),
+            ("PGD, BPDA identity", &self.pgd_identity),
+        ]
     }
 
     /// The lowest accuracy any white-box attack reached at `eps`, with its name.
-    fn worst_white_box(&self, eps: f32) -> Option<(f64, &str)> {
+    fn worst_white_box(&self, eps: f32) -> Option<(f64, &'static str)> {
         self.white_box()
             .into_iter()
-            .filter_map(|r| Some((r.accuracy_at(eps)?, r.attack.as_str())))
+            .filter_map(|(name, r)| Some((r.accuracy_at(eps)?, name)))
             .min_by(|a, b| a.0.total_cmp(&b.0))
     }
 
