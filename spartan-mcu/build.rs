@@ -1,4 +1,5 @@
-//! Firmware build (feature `firmware` only): places `memory.x` for the linker, embeds
+//! Firmware build (a board feature only): places the board's memory map
+//! (`memory/<board>.x`, as `memory.x`) for the linker, embeds
 //! the int8 model and the self-test images, and computes on the host — with the same
 //! `spartan-core` code — the logits the device must reproduce bit for bit.
 //!
@@ -20,15 +21,23 @@ fn gunzip(path: &Path) -> Vec<u8> {
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-changed=memory.x");
+    println!("cargo:rerun-if-changed=memory");
     println!("cargo:rerun-if-env-changed=SPARTAN_MODEL");
     println!("cargo:rerun-if-env-changed=SPARTAN_SELFTEST_IMAGES");
-    if std::env::var_os("CARGO_FEATURE_FIRMWARE").is_none() {
+    if std::env::var_os("CARGO_FEATURE_RUNTIME").is_none() {
         return;
     }
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets it"));
-    std::fs::copy(manifest.join("memory.x"), out.join("memory.x")).expect("memory.x");
+    // The board features of Cargo.toml (src/board/mod.rs rejects more than one).
+    let board = if std::env::var_os("CARGO_FEATURE_BLACKPILL_F411").is_some() {
+        "blackpill-f411"
+    } else {
+        "mps2-an386"
+    };
+    let memory = manifest.join("memory").join(format!("{board}.x"));
+    std::fs::copy(&memory, out.join("memory.x"))
+        .unwrap_or_else(|e| panic!("{}: {e}", memory.display()));
     println!("cargo:rustc-link-search={}", out.display());
 
     let model_path = std::env::var_os("SPARTAN_MODEL")

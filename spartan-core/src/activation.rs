@@ -1,5 +1,5 @@
 //! Composite activations: a forward function and the synthetic gradient used in its
-//! place on the backward pass (DESIGN.md §1.1, paper §6.1).
+//! place on the backward pass (docs/maths.md, paper §6.1).
 //!
 //! A step (Heaviside) has a zero derivative almost everywhere, so nothing upstream of
 //! it could learn. A composite activation keeps the step forward and back-propagates

@@ -1,4 +1,4 @@
-//! Binary filtering layers (paper §6.2, DESIGN.md §1.2) and their compilation to bit
+//! Binary filtering layers (paper §6.2, docs/maths.md) and their compilation to bit
 //! tables over raw `u8` pixels.
 //!
 //! A filtering unit computes `f(w·x + b)` with a binary composite activation `f`. For a

@@ -29,7 +29,8 @@ pub const TRAILER_LEN: usize = 4;
 /// Most tensors one model may hold.
 pub const MAX_TENSORS: usize = 64;
 
-const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+/// The CRC-32 of the model file and of protocol frames.
+pub(crate) const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
 
 /// CRC-32 (IEEE 802.3, the zlib/PNG one) of `bytes`.
 pub fn crc32(bytes: &[u8]) -> u32 {

@@ -8,7 +8,9 @@
 //! - [`spec`]: layer and architecture specs, and the named architectures of the paper;
 //! - [`format`]: the versioned, checksummed, zero-copy model file;
 //! - [`float`]: reference f32 inference into a caller-provided arena;
-//! - [`quant`] and [`int8`]: integer-only inference with bit-table filters.
+//! - [`quant`] and [`int8`]: integer-only inference with bit-table filters;
+//! - [`protocol`]: the host–device serial protocol (typed messages, postcard, COBS,
+//!   CRC-32), shared by the firmware and the host client.
 //!
 //! Layer semantics live here once; the trainer and the firmware both use them.
 //!
@@ -35,6 +37,7 @@ pub mod filter;
 pub mod float;
 pub mod format;
 pub mod int8;
+pub mod protocol;
 pub mod quant;
 pub mod spec;
 #[cfg(test)]

@@ -281,7 +281,7 @@ pub struct ArchSpec {
     pub layers: heapless::Vec<LayerSpec, MAX_LAYERS>,
 }
 
-/// Hyper-parameters of the named architectures (DESIGN.md §1.3).
+/// Hyper-parameters of the named architectures (docs/maths.md, the network).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct NamedParams {
     /// Thresholds per input channel of the layer-1 filter (β).

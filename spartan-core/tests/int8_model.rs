@@ -52,7 +52,7 @@ fn err(bytes: &[u8]) -> Error {
 fn committed_model_loads_within_the_paper_budget() {
     let bytes = committed();
     let m = Int8Model::load(&bytes).unwrap();
-    // DESIGN.md §2: weights ≤ 64 KiB of flash, arena ≤ 48 KiB of RAM.
+    // docs/performance.md, targets: weights ≤ 64 KiB of flash, arena ≤ 48 KiB of RAM.
     assert!(bytes.len() <= 64 * 1024, "{} bytes", bytes.len());
     assert!(m.arena_len() <= 48 * 1024, "{} bytes", m.arena_len());
     assert_eq!(reencode(&bytes, |_, _| {}), bytes);

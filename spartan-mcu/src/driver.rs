@@ -1,125 +1,21 @@
-//! The device side of the protocol, generic over embedded-hal 1.0 / embedded-io traits
-//! so the same code runs on a board and against mocks on the host.
+//! The device side of the protocol (`spartan_core::protocol`), generic over
+//! embedded-hal 1.0 / embedded-io traits so the same code runs on a board and against
+//! mocks on the host.
 
-use crate::protocol::{
-    encode, Decoder, ErrorCode, Event, CMD_CLASSIFY, CMD_ERROR, CMD_INFO, OVERHEAD, REPLY,
-};
 use embedded_hal::delay::DelayNs;
 use embedded_hal::digital::StatefulOutputPin;
 use embedded_io::{Read, ReadReady, Write};
-use spartan_core::filter::FilterKind;
 use spartan_core::int8::Int8Model;
-use spartan_core::spec::LayerSpec;
+use spartan_core::protocol::{
+    encode, Classification, ErrorCode, FrameDecoder, Info, Message, Request, Response, MAX_CLASSES,
+    MAX_FRAME, MAX_RESPONSE_FRAME,
+};
 
-/// Most classes a reply can carry.
-pub const MAX_CLASSES: usize = 64;
-/// Bytes of an info reply's payload.
-pub const INFO_LEN: usize = 20;
 /// Idle milliseconds after which a partial frame is abandoned.
 pub const DEFAULT_TIMEOUT_MS: u32 = 100;
 /// Microseconds waited when no byte is ready: well under one byte time at 115,200
 /// baud (87 µs), so a frame streams in without gaps.
 pub const POLL_US: u32 = 20;
-
-/// Model description sent in reply to [`CMD_INFO`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Info {
-    /// CRC-32 of the model file: the model's identity.
-    pub model_crc: u32,
-    /// Scratch bytes inference needs.
-    pub arena_bytes: u32,
-    /// Learned parameters.
-    pub parameters: u32,
-    /// Input height, width, channels.
-    pub input: [u8; 3],
-    /// Number of classes.
-    pub classes: u8,
-    /// Layer-1 filter: 0 none, 1 Conv-Filtering, 2 Offset-Filtering.
-    pub filter_kind: u8,
-    /// Thresholds per channel of the filter (β), 0 without one.
-    pub filter_beta: u8,
-    /// Number of layers.
-    pub layers: u8,
-    /// Layer-1 activation index (as in the model file), 255 without a filter.
-    pub filter_activation: u8,
-}
-
-impl Info {
-    /// Describes a validated model.
-    pub fn of(model: &Int8Model<'_>) -> Self {
-        let spec = model.spec();
-        let input = model.shapes()[0];
-        let (kind, beta, act) = match spec.filter() {
-            Some(f) => (
-                match f.kind {
-                    FilterKind::Conv => 1,
-                    FilterKind::Offset => 2,
-                },
-                f.beta.min(255) as u8,
-                activation_index(spec.layers[0]),
-            ),
-            None => (0, 0, 255),
-        };
-        Info {
-            model_crc: model.crc(),
-            arena_bytes: model.arena_len() as u32,
-            parameters: spec.parameter_count().unwrap_or(0) as u32,
-            input: [input.height as u8, input.width as u8, input.channels as u8],
-            classes: model.classes().min(255) as u8,
-            filter_kind: kind,
-            filter_beta: beta,
-            layers: spec.layers.len() as u8,
-            filter_activation: act,
-        }
-    }
-
-    /// Wire form (little-endian).
-    pub fn to_bytes(&self) -> [u8; INFO_LEN] {
-        let mut b = [0u8; INFO_LEN];
-        b[0..4].copy_from_slice(&self.model_crc.to_le_bytes());
-        b[4..8].copy_from_slice(&self.arena_bytes.to_le_bytes());
-        b[8..12].copy_from_slice(&self.parameters.to_le_bytes());
-        b[12..15].copy_from_slice(&self.input);
-        b[15] = self.classes;
-        b[16] = self.filter_kind;
-        b[17] = self.filter_beta;
-        b[18] = self.layers;
-        b[19] = self.filter_activation;
-        b
-    }
-
-    /// Parses the wire form.
-    pub fn from_bytes(b: &[u8]) -> Option<Self> {
-        let b: &[u8; INFO_LEN] = b.try_into().ok()?;
-        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        Some(Info {
-            model_crc: u32_at(0),
-            arena_bytes: u32_at(4),
-            parameters: u32_at(8),
-            input: [b[12], b[13], b[14]],
-            classes: b[15],
-            filter_kind: b[16],
-            filter_beta: b[17],
-            layers: b[18],
-            filter_activation: b[19],
-        })
-    }
-}
-
-/// The activation's variant index in the model file format.
-fn activation_index(layer: LayerSpec) -> u8 {
-    use spartan_core::activation::Activation as A;
-    match layer.activation() {
-        Some(A::Relu) => 0,
-        Some(A::Linear) => 1,
-        Some(A::Hsid) => 2,
-        Some(A::Hsat) => 3,
-        Some(A::CosHsat) => 4,
-        Some(A::CosHsnd { .. }) => 5,
-        Some(A::Hsnd { .. }) => 6,
-        None => 255,
-    }
-}
 
 /// Why a device could not start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,8 +51,9 @@ pub struct Device<'m, U, L, D> {
     led: L,
     delay: D,
     model: Int8Model<'m>,
+    info: Info,
     arena: &'m mut [u8],
-    decoder: Decoder,
+    decoder: FrameDecoder<MAX_FRAME>,
     idle_us: u32,
     timeout_ms: u32,
 }
@@ -189,9 +86,10 @@ where
             uart,
             led,
             delay,
+            info: Info::of(&model),
             model,
             arena,
-            decoder: Decoder::new(),
+            decoder: FrameDecoder::new(),
             idle_us: 0,
             timeout_ms: DEFAULT_TIMEOUT_MS,
         })
@@ -221,6 +119,7 @@ where
             led,
             delay,
             model,
+            info,
             arena,
             decoder,
             idle_us,
@@ -231,9 +130,18 @@ where
             let n = uart.read(&mut buf)?;
             *idle_us = 0;
             for &b in &buf[..n] {
-                if let Some(event) = decoder.push(b) {
-                    answered(respond(event, model, arena, uart, led)?);
-                }
+                let Some(frame) = decoder.push::<Request>(b) else {
+                    continue;
+                };
+                let (id, served, response) = match frame {
+                    Ok(Message { id, body }) => {
+                        let (served, response) = serve(body, model, info, arena, led);
+                        (id, served, response)
+                    }
+                    Err(e) => (e.id(), Served::Error(e.into()), Response::Error(e.into())),
+                };
+                send(uart, id, &response)?;
+                answered(served);
             }
         } else {
             delay.delay_us(POLL_US);
@@ -241,9 +149,9 @@ where
                 *idle_us += POLL_US;
                 if *idle_us >= timeout_ms.saturating_mul(1000) {
                     *idle_us = 0;
-                    if let Some(event) = decoder.timeout() {
-                        answered(respond(event, model, arena, uart, led)?);
-                    }
+                    decoder.abandon();
+                    send(uart, None, &Response::Error(ErrorCode::Timeout))?;
+                    answered(Served::Error(ErrorCode::Timeout));
                 }
             }
         }
@@ -258,61 +166,53 @@ where
     }
 }
 
-/// Answers one decoder event.
-fn respond<U: Write, L: StatefulOutputPin>(
-    event: Event<'_>,
+/// Answers one request.
+fn serve<L: StatefulOutputPin>(
+    request: Request<'_>,
     model: &Int8Model<'_>,
+    info: &Info,
     arena: &mut [u8],
-    uart: &mut U,
     led: &mut L,
-) -> Result<Served, U::Error> {
-    let mut out = [0u8; 1 + MAX_CLASSES + OVERHEAD];
-    let (served, n) = match event {
-        Event::Frame {
-            cmd: CMD_INFO,
-            payload: [],
-        } => {
-            let n = encode(CMD_INFO | REPLY, &Info::of(model).to_bytes(), &mut out);
-            (Served::Info, n)
-        }
-        Event::Frame {
-            cmd: CMD_CLASSIFY,
-            payload,
-        } if payload.len() == model.input_len() => {
-            let mut logits = [0i8; MAX_CLASSES];
-            let classes = model.classes();
-            match model.infer(payload, arena, &mut logits[..classes]) {
-                Ok(class) => {
-                    // The LED shows activity; a pin error must not stop the service.
-                    let _ = led.toggle();
-                    let mut reply = [0u8; 1 + MAX_CLASSES];
-                    reply[0] = class as u8;
-                    for (r, &l) in reply[1..].iter_mut().zip(&logits[..classes]) {
-                        *r = l as u8;
-                    }
-                    let n = encode(CMD_CLASSIFY | REPLY, &reply[..1 + classes], &mut out);
-                    (Served::Classified(class as u8), n)
-                }
-                Err(_) => error_reply(ErrorCode::Inference, CMD_CLASSIFY, &mut out),
-            }
-        }
-        Event::Frame {
-            cmd: c @ (CMD_INFO | CMD_CLASSIFY),
-            ..
-        } => error_reply(ErrorCode::BadLength, c, &mut out),
-        Event::Frame { cmd, .. } => error_reply(ErrorCode::UnknownCommand, cmd, &mut out),
-        Event::Error(code) => error_reply(code, 0, &mut out),
+) -> (Served, Response) {
+    let image = match request {
+        Request::Info => return (Served::Info, Response::Info(*info)),
+        Request::Classify(image) => image,
     };
-    if let Some(n) = n {
+    if image.len() != model.input_len() {
+        let e = ErrorCode::ImageSize {
+            expected: info.input_len() as u32,
+            got: u32::try_from(image.len()).unwrap_or(u32::MAX),
+        };
+        return (Served::Error(e), Response::Error(e));
+    }
+    let mut logits = [0i8; MAX_CLASSES];
+    let classes = model.classes();
+    match model.infer(image, arena, &mut logits[..classes]) {
+        Ok(class) => {
+            // The LED shows activity; a pin error must not stop the service.
+            let _ = led.toggle();
+            let class = class as u8;
+            let reply = Classification {
+                class,
+                // `Device::new` checked classes ≤ MAX_CLASSES, the capacity.
+                logits: heapless::Vec::from_slice(&logits[..classes]).unwrap_or_default(),
+            };
+            (Served::Classified(class), Response::Classified(reply))
+        }
+        Err(_) => (
+            Served::Error(ErrorCode::Inference),
+            Response::Error(ErrorCode::Inference),
+        ),
+    }
+}
+
+/// Writes one response frame.
+fn send<U: Write>(uart: &mut U, id: Option<u16>, body: &Response) -> Result<(), U::Error> {
+    let mut out = [0u8; MAX_RESPONSE_FRAME];
+    // Every response fits MAX_RESPONSE_FRAME (a spartan-core test checks the largest).
+    if let Ok(n) = encode(&Message { id, body }, &mut out) {
         uart.write_all(&out[..n])?;
         uart.flush()?;
     }
-    Ok(served)
-}
-
-fn error_reply(code: ErrorCode, cmd: u8, out: &mut [u8]) -> (Served, Option<usize>) {
-    (
-        Served::Error(code),
-        encode(CMD_ERROR, &[code as u8, cmd], out),
-    )
+    Ok(())
 }

@@ -3,21 +3,23 @@
 //! Robust digit classification on a microcontroller with no allocator: the int8 model
 //! of `spartan-core` served over a framed serial protocol.
 //!
-//! - [`protocol`]: frames (sync, command, length, payload, CRC-16) and a resynchronising
-//!   decoder;
 //! - [`driver`]: a device generic over embedded-hal 1.0 (`StatefulOutputPin`,
-//!   `DelayNs`) and embedded-io (`Read`, `Write`, `ReadReady`), unit-tested on the host.
+//!   `DelayNs`) and embedded-io (`Read`, `Write`, `ReadReady`), unit-tested on the host. It speaks `spartan_core::protocol`, the
+//!   protocol the host client uses too.
 //!
-//! The firmware for QEMU's `mps2-an386` (Cortex-M4) is in `src/bin/` (feature
-//! `firmware`, target `thumbv7em-none-eabihf`).
+//! The firmware is in `src/bin/` (target `thumbv7em-none-eabihf`): `spartan-fw` serves
+//! the protocol, `spartan-selftest` checks the model on QEMU. The board is a feature:
+//! `firmware` (or `mps2-an386`) for QEMU's `mps2-an386`, `blackpill-f411` for the
+//! STM32F411 "Black Pill"; see `board` (built for firmware only).
 #![cfg_attr(not(test), no_std)]
 
-#[cfg(all(feature = "firmware", target_arch = "arm"))]
+#[cfg(all(feature = "runtime", target_arch = "arm"))]
 pub mod board;
+#[cfg(all(feature = "runtime", target_arch = "arm"))]
+pub mod cortex;
 pub mod driver;
-pub mod protocol;
 
-#[cfg(all(feature = "firmware", target_arch = "arm"))]
+#[cfg(all(feature = "runtime", target_arch = "arm"))]
 /// Build-time facts about the embedded model and self-test set (see `build.rs`).
 pub mod config {
     include!(concat!(env!("OUT_DIR"), "/config.rs"));

@@ -5,10 +5,10 @@
 use embedded_hal_mock::eh1::delay::NoopDelay;
 use embedded_hal_mock::eh1::digital::{Mock as PinMock, Transaction as PinTx};
 use spartan_core::int8::Int8Model;
-use spartan_mcu::driver::{Device, Info, Served, POLL_US};
-use spartan_mcu::protocol::{
-    encode, Decoder, ErrorCode, Event, CMD_CLASSIFY, CMD_ERROR, CMD_INFO, REPLY, SYNC,
+use spartan_core::protocol::{
+    encode, Classification, ErrorCode, FrameDecoder, Info, Message, Request, Response, MAX_FRAME,
 };
+use spartan_mcu::driver::{Device, Served, POLL_US};
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::io::Read;
@@ -98,23 +98,29 @@ fn test_images(n: usize) -> (Vec<u8>, Vec<u8>) {
     (images, labels)
 }
 
-fn frame(cmd: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![0; payload.len() + 6];
-    let n = encode(cmd, payload, &mut out).unwrap();
+/// One request frame.
+fn frame(id: u16, request: Request<'_>) -> Vec<u8> {
+    let mut out = vec![0; MAX_FRAME + 2];
+    let n = encode(
+        &Message {
+            id: Some(id),
+            body: request,
+        },
+        &mut out,
+    )
+    .unwrap();
     out.truncate(n);
     out
 }
 
-/// Decodes everything the device wrote into (cmd, payload) pairs.
-fn replies(bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
-    let mut d = Decoder::new();
-    let mut out = Vec::new();
-    for &b in bytes {
-        if let Some(Event::Frame { cmd, payload }) = d.push(b) {
-            out.push((cmd, payload.to_vec()));
-        }
-    }
-    out
+/// Decodes everything the device wrote; every byte must belong to a good frame.
+fn replies(bytes: &[u8]) -> Vec<Message<Response>> {
+    let mut d = FrameDecoder::<MAX_FRAME>::new();
+    bytes
+        .iter()
+        .filter_map(|&b| d.push::<Response>(b))
+        .map(|r| r.expect("the device writes only good frames"))
+        .collect()
 }
 
 /// Polls the device until its script is consumed (a poll takes at most 64 bytes or
@@ -150,27 +156,41 @@ fn host_classify(image: &[u8]) -> (usize, Vec<i8>) {
 fn good_frames_get_the_host_class_and_bad_ones_the_right_error() {
     let (images, labels) = test_images(3);
     let img = |i: usize| &images[i * 784..(i + 1) * 784];
+    let classify = |id: u16, i: usize| frame(id, Request::Classify(img(i)));
     let mut uart = ScriptedUart::default();
-    // Info; a good image; a bad CRC; a short frame (then the line goes quiet); an
-    // oversize length; garbage between frames; an unknown command; a wrong size.
-    // After every error, a good frame must still be served.
-    uart.send(&frame(CMD_INFO, &[]));
-    uart.send(&frame(CMD_CLASSIFY, img(0)));
-    let mut bad = frame(CMD_CLASSIFY, img(1));
-    let last = bad.len() - 1;
-    bad[last] ^= 0x55;
+    // Info; a good image; a changed byte; a short frame (then the line goes quiet); an
+    // oversize frame; garbage and a stray 0xA5 right before a frame (no silence); a
+    // frame this device does not know; a wrong image size. After every error, a good
+    // frame must still be served.
+    uart.send(&frame(1, Request::Info));
+    uart.send(&classify(2, 0));
+    let mut bad = classify(3, 1);
+    bad[500] ^= 0x55;
     uart.send(&bad);
-    uart.send(&frame(CMD_CLASSIFY, img(1)));
-    uart.send(&frame(CMD_CLASSIFY, img(2))[..300]);
+    uart.send(&classify(4, 1));
+    uart.send(&classify(5, 2)[..300]);
     uart.silence(10);
-    uart.send(&frame(CMD_CLASSIFY, img(2)));
-    uart.send(&[SYNC, CMD_CLASSIFY, 0xFF, 0xFF]);
-    uart.silence(10);
-    uart.send(&frame(CMD_CLASSIFY, img(0)));
-    uart.send(b"\x00\x13\x37garbage");
-    uart.send(&frame(CMD_CLASSIFY, img(1)));
-    uart.send(&frame(0x42, &[]));
-    uart.send(&frame(CMD_CLASSIFY, &[0; 10]));
+    uart.send(&classify(6, 2));
+    uart.send(&[0x42; 3000]);
+    uart.send(&classify(7, 0));
+    uart.send(b"\x13\x37garbage\xA5");
+    uart.send(&classify(8, 1));
+    let unknown = {
+        // A response where a request belongs: a checked frame of the wrong type.
+        let mut out = vec![0; 64];
+        let n = encode(
+            &Message {
+                id: Some(9),
+                body: Response::Error(ErrorCode::Timeout),
+            },
+            &mut out,
+        )
+        .unwrap();
+        out.truncate(n);
+        out
+    };
+    uart.send(&unknown);
+    uart.send(&frame(10, Request::Classify(&[0; 10])));
     uart.silence(3);
     // One LED toggle per inference (five classifications).
     let led = PinMock::new(&vec![PinTx::toggle(); 5]);
@@ -179,51 +199,72 @@ fn good_frames_get_the_host_class_and_bad_ones_the_right_error() {
     let (served, written, mut led) = serve(uart, led, &mut arena, 5000);
     led.done();
     let class = |i: usize| Served::Classified(host_classify(img(i)).0 as u8);
+    let size = ErrorCode::ImageSize {
+        expected: 784,
+        got: 10,
+    };
     assert_eq!(
         served,
         [
             Served::Info,
             class(0),
-            Served::Error(ErrorCode::BadCrc),
+            Served::Error(ErrorCode::Corrupt),
             class(1),
             Served::Error(ErrorCode::Timeout),
             class(2),
             Served::Error(ErrorCode::Oversize),
             class(0),
-            Served::Error(ErrorCode::Garbage),
+            Served::Error(ErrorCode::Corrupt),
             class(1),
-            Served::Error(ErrorCode::UnknownCommand),
-            Served::Error(ErrorCode::BadLength),
+            Served::Error(ErrorCode::Malformed),
+            Served::Error(size),
         ]
     );
     let r = replies(&written);
     assert_eq!(r.len(), served.len(), "one reply per request");
-    let info = Info::from_bytes(&r[0].1).unwrap();
-    assert_eq!(r[0].0, CMD_INFO | REPLY);
+    // Replies carry the request's id when the device could read it.
+    let ids: Vec<_> = r.iter().map(|m| m.id).collect();
+    let (none, some) = (None, Some);
     assert_eq!(
-        (info.model_crc, info.classes, info.filter_beta),
-        (model.crc(), 10, 4)
+        ids,
+        [
+            some(1),
+            some(2),
+            none,
+            some(4),
+            none,
+            some(6),
+            none,
+            some(7),
+            none,
+            some(8),
+            some(9),
+            some(10)
+        ]
+    );
+    let Response::Info(info) = &r[0].body else {
+        panic!("{:?}", r[0])
+    };
+    assert_eq!(*info, Info::of(&model));
+    assert_eq!(
+        (info.model_crc, info.classes, info.filter.map(|f| f.beta)),
+        (model.crc(), 10, Some(4))
     );
     assert_eq!(info.arena_bytes as usize, model.arena_len());
     // A classification reply carries the host's class and exact int8 logits.
     let (class0, logits0) = host_classify(img(0));
-    assert_eq!(r[1].0, CMD_CLASSIFY | REPLY);
-    assert_eq!(r[1].1[0] as usize, class0);
-    let device_logits: Vec<i8> = r[1].1[1..].iter().map(|&b| b as i8).collect();
-    assert_eq!(device_logits, logits0);
+    let Response::Classified(Classification { class, logits }) = &r[1].body else {
+        panic!("{:?}", r[1])
+    };
+    assert_eq!(usize::from(*class), class0);
+    assert_eq!(logits.as_slice(), logits0.as_slice());
     assert_eq!(
         class0, labels[0] as usize,
         "the model gets the first test digit right"
     );
-    assert_eq!(r[2], (CMD_ERROR, vec![ErrorCode::BadCrc as u8, 0]));
-    assert_eq!(
-        r[10],
-        (CMD_ERROR, vec![ErrorCode::UnknownCommand as u8, 0x42])
-    );
-    assert_eq!(
-        r[11],
-        (CMD_ERROR, vec![ErrorCode::BadLength as u8, CMD_CLASSIFY])
-    );
+    assert_eq!(r[2].body, Response::Error(ErrorCode::Corrupt));
+    assert_eq!(r[10].body, Response::Error(ErrorCode::Malformed));
+    assert_eq!(r[11].body, Response::Error(size));
 }
 
 /// xorshift64: deterministic random streams.
@@ -239,28 +280,38 @@ fn xorshift(seed: &mut u64) -> u64 {
 #[test]
 fn random_streams_never_break_the_service() {
     let (images, _) = test_images(1);
-    let good = frame(CMD_CLASSIFY, &images[..784]);
+    let good = frame(1, Request::Classify(&images[..784]));
     let want = Served::Classified(host_classify(&images[..784]).0 as u8);
     let mut seed = 0x2545_f491_4f6c_dd1du64;
-    // The decoder alone: 10,000 streams, biased towards sync bytes so that the
-    // length, payload and CRC states are all reached.
+    // The decoder alone: 10,000 streams, biased towards delimiters and bytes of a real
+    // frame so that long and nearly valid frames occur; the good frame right after
+    // (no silence in between) is always decoded.
     for _ in 0..10_000 {
-        let mut d = Decoder::new();
+        let mut d = FrameDecoder::<MAX_FRAME>::new();
         let len = xorshift(&mut seed) % 2048;
         for _ in 0..len {
             let r = xorshift(&mut seed);
-            let _ = d.push(if r.is_multiple_of(8) { SYNC } else { r as u8 });
+            let b = match r % 8 {
+                0 => 0,
+                1 => good[(r >> 8) as usize % good.len()],
+                _ => (r >> 8) as u8,
+            };
+            let _ = d.push::<Request>(b);
         }
-        let _ = d.timeout();
         let events: Vec<String> = good
             .iter()
-            .filter_map(|&b| d.push(b).map(|e| format!("{e:?}")))
+            .filter_map(|&b| d.push::<Request>(b).map(|e| format!("{e:?}")))
             .collect();
-        assert_eq!(events.len(), 1, "{events:?}");
-        assert!(events[0].starts_with("Frame { cmd: 2"), "{events:?}");
+        assert!(events.len() <= 2, "{events:?}");
+        assert!(
+            events
+                .last()
+                .is_some_and(|e| e.starts_with("Ok(Message { id: Some(1), body: Classify(")),
+            "{events:?}"
+        );
     }
     // The whole device on a sample of streams: whatever came before, the good frame
-    // after a quiet line is classified (and toggles the LED exactly once).
+    // right after is classified (and toggles the LED exactly once).
     let model = Int8Model::load(model_bytes()).unwrap();
     let mut arena = vec![0u8; model.arena_len()];
     for _ in 0..50 {
@@ -268,8 +319,8 @@ fn random_streams_never_break_the_service() {
         let n = xorshift(&mut seed) % 3000;
         let stream: Vec<u8> = (0..n).map(|_| xorshift(&mut seed) as u8).collect();
         uart.send(&stream);
-        uart.silence(10);
         uart.send(&good);
+        uart.silence(1);
         let led = PinMock::new(&[PinTx::toggle()]);
         let (served, _, mut led) = serve(uart, led, &mut arena, 1000);
         led.done();

@@ -1,34 +1,35 @@
 //! Accuracy and confusion matrix of a network on a data set.
 
-use crate::data::Dataset;
-use crate::nn::Network;
-use spartan_core::filter::pixel_to_unit;
+use crate::data::{Batch, Pixel};
+use crate::nn::{Network, Workspace};
+use ndarray::{ArrayView4, Axis};
 use spartan_core::float::argmax;
 
 /// Images per forward pass when evaluating.
 pub const EVAL_BATCH: usize = 256;
 
-/// Converts images `range` of `data` into network input (`u8 / 255`, shared with core).
-pub fn batch_input(data: &Dataset, range: std::ops::Range<usize>, out: &mut Vec<f32>) {
-    let n = data.image_len();
-    out.clear();
-    out.extend(
-        data.images[range.start * n..range.end * n]
-            .iter()
-            .map(|&p| pixel_to_unit(p)),
-    );
+/// Predicted class of every image of `x` (network input, NHWC), in batches of
+/// [`EVAL_BATCH`].
+pub fn classify(net: &Network, x: ArrayView4<'_, f32>, ws: &mut Workspace) -> Vec<u8> {
+    let mut preds = Vec::with_capacity(x.dim().0);
+    for xs in x.axis_chunks_iter(Axis(0), EVAL_BATCH) {
+        let logits = net.forward(xs, ws);
+        preds.extend(
+            logits
+                .rows()
+                .into_iter()
+                .map(|row| argmax(row.as_slice().unwrap_or(&[])) as u8),
+        );
+    }
+    preds
 }
 
-/// Predicted class of every image.
-pub fn predict(net: &mut Network, data: &Dataset) -> Vec<u8> {
+/// Predicted class of every image of `data` (converted to network input batch by batch).
+pub fn predict(net: &Network, data: &Batch<impl Pixel>) -> Vec<u8> {
+    let mut ws = Workspace::new();
     let mut preds = Vec::with_capacity(data.len());
-    let mut x = Vec::new();
-    let classes = net.classes();
-    for start in (0..data.len()).step_by(EVAL_BATCH) {
-        let end = (start + EVAL_BATCH).min(data.len());
-        batch_input(data, start..end, &mut x);
-        let logits = net.forward(&x, end - start);
-        preds.extend(logits.chunks(classes).map(|row| argmax(row) as u8));
+    for (xs, _) in data.chunks(EVAL_BATCH) {
+        preds.extend(classify(net, xs.mapv(Pixel::to_unit).view(), &mut ws));
     }
     preds
 }
@@ -61,8 +62,8 @@ pub fn score(preds: &[u8], labels: &[u8], classes: usize) -> Evaluation {
     }
 }
 
-/// Evaluates a network on a data set.
-pub fn evaluate(net: &mut Network, data: &Dataset) -> Evaluation {
+/// Evaluates a network on labelled images.
+pub fn evaluate(net: &Network, data: &Batch<impl Pixel>) -> Evaluation {
     score(&predict(net, data), &data.labels, net.classes())
 }
 

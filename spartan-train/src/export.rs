@@ -1,8 +1,8 @@
 //! Export of a trained network as safetensors, in PyTorch's layouts, so that other tools
 //! can load the weights (layout documented in docs/safetensors.md).
 
-use crate::nn::network::Layer;
 use crate::nn::Network;
+use ndarray::ArrayViewD;
 use spartan_core::filter::FilterKind;
 use spartan_core::spec::LayerSpec;
 use std::collections::HashMap;
@@ -18,32 +18,11 @@ pub struct NamedTensor {
     pub values: Vec<f32>,
 }
 
-/// Permutes a row-major tensor: `out[perm-order index] = input[index]`.
-/// `dims` are the input dims; `perm[i]` is the input axis that becomes output axis `i`.
-pub fn permute(input: &[f32], dims: &[usize], perm: &[usize]) -> (Vec<f32>, Vec<usize>) {
-    let out_dims: Vec<usize> = perm.iter().map(|&p| dims[p]).collect();
-    let mut in_strides = vec![1; dims.len()];
-    for i in (0..dims.len().saturating_sub(1)).rev() {
-        in_strides[i] = in_strides[i + 1] * dims[i + 1];
-    }
-    let mut out = Vec::with_capacity(input.len());
-    let mut idx = vec![0usize; dims.len()];
-    for _ in 0..input.len() {
-        let src: usize = idx
-            .iter()
-            .enumerate()
-            .map(|(o, &v)| v * in_strides[perm[o]])
-            .sum();
-        out.push(input[src]);
-        for ax in (0..idx.len()).rev() {
-            idx[ax] += 1;
-            if idx[ax] < out_dims[ax] {
-                break;
-            }
-            idx[ax] = 0;
-        }
-    }
-    (out, out_dims)
+/// A tensor's values and dims after permuting its axes: output axis `i` is input axis
+/// `perm[i]` (NumPy's `transpose(perm)`), values in the new row-major order.
+pub fn permute(t: ArrayViewD<'_, f32>, perm: &[usize]) -> (Vec<f32>, Vec<usize>) {
+    let p = t.permuted_axes(perm);
+    (p.iter().copied().collect(), p.shape().to_vec())
 }
 
 /// The network's tensors with PyTorch names and layouts.
@@ -57,52 +36,57 @@ pub fn pytorch_tensors(net: &Network) -> Vec<NamedTensor> {
     let shapes = net.shapes();
     let mut out = Vec::new();
     let (mut convs, mut denses) = (0, 0);
-    for (i, (spec, layer)) in net.spec().layers.iter().zip(net.layers()).enumerate() {
+    for (i, layer) in net.spec().layers.iter().enumerate() {
         let input = shapes[i];
         let (h, w, c) = (
             input.height as usize,
             input.width as usize,
             input.channels as usize,
         );
-        let mut push = |name: String, values: Vec<f32>, shape: Vec<usize>| {
+        let params = net.layer_params(i);
+        let mut push = |name: String, (values, shape): (Vec<f32>, Vec<usize>)| {
             out.push(NamedTensor {
                 name,
                 shape,
                 values,
             })
         };
-        match (spec, layer) {
-            (LayerSpec::Filter(f), Layer::Filter(l)) => {
+        match *layer {
+            LayerSpec::Filter(f) => {
                 let beta = f.beta as usize;
                 match f.kind {
                     FilterKind::Conv => {
-                        let (wt, _) = permute(&l.weight, &[c, beta], &[1, 0]);
-                        push("filter.weight".into(), wt, vec![beta, c, 1, 1]);
-                        push("filter.bias".into(), l.bias.clone(), vec![beta]);
+                        let (wt, _) = permute(params[0].view(), &[1, 0]);
+                        push("filter.weight".into(), (wt, vec![beta, c, 1, 1]));
+                        push("filter.bias".into(), permute(params[1].view(), &[0]));
                     }
                     FilterKind::Offset => {
-                        let (b, d) = permute(&l.bias, &[h, w, c * beta], &[2, 0, 1]);
-                        push("filter.bias".into(), b, d);
+                        push("filter.bias".into(), permute(params[0].view(), &[2, 0, 1]));
                     }
                 }
             }
-            (LayerSpec::Conv(cs), Layer::Conv(l)) => {
+            LayerSpec::Conv(_) => {
                 convs += 1;
-                let k = cs.kernel as usize;
-                let co = cs.filters as usize;
-                let (wt, d) = permute(&l.weight, &[k, k, c, co], &[3, 2, 0, 1]);
-                push(format!("conv{convs}.weight"), wt, d);
-                push(format!("conv{convs}.bias"), l.bias.clone(), vec![co]);
+                let weight = permute(params[0].view(), &[3, 2, 0, 1]);
+                push(format!("conv{convs}.weight"), weight);
+                push(format!("conv{convs}.bias"), permute(params[1].view(), &[0]));
             }
-            (LayerSpec::Dense(ds), Layer::Dense(l)) => {
+            LayerSpec::Dense(d) => {
                 denses += 1;
-                let no = ds.units as usize;
-                // [h, w, c, out] -> [out, c, h, w] -> [out, c·h·w]
-                let (wt, _) = permute(&l.weight, &[h, w, c, no], &[3, 2, 0, 1]);
-                push(format!("dense{denses}.weight"), wt, vec![no, h * w * c]);
-                push(format!("dense{denses}.bias"), l.bias.clone(), vec![no]);
+                let no = d.units as usize;
+                // [h·w·c, out] -> [h, w, c, out] -> [out, c, h, w] -> [out, c·h·w]
+                let hwc = params[0]
+                    .view()
+                    .into_shape_with_order(vec![h, w, c, no])
+                    .expect("dense weight is [h·w·c, out]");
+                let (wt, _) = permute(hwc, &[3, 2, 0, 1]);
+                push(format!("dense{denses}.weight"), (wt, vec![no, h * w * c]));
+                push(
+                    format!("dense{denses}.bias"),
+                    permute(params[1].view(), &[0]),
+                );
             }
-            _ => {}
+            LayerSpec::MaxPool(_) => {}
         }
     }
     out
@@ -149,11 +133,14 @@ mod tests {
     #[test]
     fn permute_transposes_and_reorders() {
         let m: Vec<f32> = (0..6).map(|v| v as f32).collect(); // 2×3
-        let (t, d) = permute(&m, &[2, 3], &[1, 0]);
+        let (t, d) = permute(ArrayViewD::from_shape(vec![2, 3], &m).unwrap(), &[1, 0]);
         assert_eq!(d, [3, 2]);
         assert_eq!(t, [0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
         let x: Vec<f32> = (0..24).map(|v| v as f32).collect(); // [2,3,4]
-        let (y, d) = permute(&x, &[2, 3, 4], &[2, 0, 1]);
+        let (y, d) = permute(
+            ArrayViewD::from_shape(vec![2, 3, 4], &x).unwrap(),
+            &[2, 0, 1],
+        );
         assert_eq!(d, [4, 2, 3]);
         // y[k][i][j] = x[i][j][k]; check k = 1, i = 1, j = 2.
         let (k, i, j) = (1, 1, 2);

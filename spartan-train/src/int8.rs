@@ -2,6 +2,7 @@
 //! its own arena, and as a black-box oracle.
 
 use crate::attack::Oracle;
+use ndarray::ArrayView4;
 use rayon::prelude::*;
 use spartan_core::int8::Int8Model;
 
@@ -54,8 +55,8 @@ impl<'a> Int8Runner<'a> {
 }
 
 impl Oracle for Int8Runner<'_> {
-    fn classify(&mut self, x: &[f32], n: usize) -> Vec<u8> {
+    fn classify(&mut self, x: ArrayView4<'_, f32>) -> Vec<u8> {
         let pixels: Vec<u8> = x.iter().map(|&v| to_pixel(v)).collect();
-        self.run(&pixels, n).0
+        self.run(&pixels, x.dim().0).0
     }
 }

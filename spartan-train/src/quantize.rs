@@ -10,8 +10,9 @@
 //!   (logits: `i8`); ReLU clamps at the zero point; steps become exact 0/1 maps.
 //! - Rescaling: `s_in · s_w / s_out` as a fixed-point multiplier and shift.
 
-use crate::nn::network::Layer;
 use crate::nn::Network;
+use ndarray::{ArrayView4, ArrayViewD};
+use spartan_core::activation::Activation;
 use spartan_core::filter::{BitTable, FilterKind};
 use spartan_core::format::{self, DType, ModelBody, ModelKind, TensorRef};
 use spartan_core::int8::NEVER_ON;
@@ -66,19 +67,28 @@ impl Tensors {
     }
 }
 
-/// Quantises a conv or dense layer with weights `[fan_in, channels]` (row-major, the
-/// output channel fastest). Returns the output activation quantisation.
-#[allow(clippy::too_many_arguments)]
+/// A conv or dense layer's float parameters: weights `[…, C_out]` (the output channel
+/// fastest, as the file stores them) and biases `[C_out]`.
+struct Linear<'a> {
+    weight: ArrayViewD<'a, f32>,
+    bias: ArrayViewD<'a, f32>,
+    activation: Activation,
+}
+
+/// Quantises a conv or dense layer. Returns the output activation quantisation.
 fn quantize_linear(
     out: &mut Tensors,
-    weight: &[f32],
-    bias: &[f32],
-    dims: &[u32],
-    activation: spartan_core::activation::Activation,
+    layer: Linear<'_>,
     input: ActQuant,
     range: (f32, f32),
     is_last: bool,
 ) -> ActQuant {
+    let Linear {
+        weight,
+        bias,
+        activation,
+    } = layer;
+    let dims: Vec<u32> = weight.shape().iter().map(|&d| d as u32).collect();
     let channels = bias.len();
     let scales: Vec<f64> = (0..channels)
         .map(|c| {
@@ -103,7 +113,7 @@ fn quantize_linear(
                 .clamp(-127.0, 127.0) as i8 as u8
         })
         .collect();
-    out.push(DType::I8, dims, qw);
+    out.push(DType::I8, &dims, qw);
     let acc_scale: Vec<f64> = scales.iter().map(|s| s * input.scale).collect();
     out.i32s(
         &[channels as u32],
@@ -166,21 +176,27 @@ pub enum QuantizeError {
     Invalid(#[from] spartan_core::Error),
 }
 
-/// Quantises `net`, calibrating activation ranges on `calib` (`n` images in `[0, 1]`).
-pub fn quantize(net: &mut Network, calib: &[f32], n: usize) -> Result<Vec<u8>, QuantizeError> {
-    if n == 0 {
+/// Quantises `net`, calibrating activation ranges on `calib` (images in `[0, 1]`).
+pub fn quantize(net: &Network, calib: ArrayView4<'_, f32>) -> Result<Vec<u8>, QuantizeError> {
+    if calib.dim().0 == 0 {
         return Err(QuantizeError::NoCalibration);
     }
-    let ranges = net.activation_ranges(calib, n);
+    let ranges = net.activation_ranges(calib);
     let spec = net.spec().clone();
     let shapes = net.shapes().to_vec();
     let last = spec.layers.len() - 1;
     let mut tensors = Tensors::default();
     let mut act = PIXELS;
-    for (i, (ls, layer)) in spec.layers.iter().zip(net.layers()).enumerate() {
+    for (i, layer) in spec.layers.iter().enumerate() {
         let (input, output) = (shapes[i], shapes[i + 1]);
-        match (ls, layer) {
-            (LayerSpec::Filter(f), Layer::Filter(l)) => {
+        let params = net.layer_params(i);
+        let linear = |activation| Linear {
+            weight: params[0].view(),
+            bias: params[1].view(),
+            activation,
+        };
+        match *layer {
+            LayerSpec::Filter(f) => {
                 let beta = f.beta as usize;
                 let compile = |w: f32, b: f32| BitTable::compile(f.activation, w, b);
                 match f.kind {
@@ -190,15 +206,16 @@ pub fn quantize(net: &mut Network, calib: &[f32], n: usize) -> Result<Vec<u8>, Q
                                 "int8 Conv-Filtering needs single-channel images".into(),
                             ));
                         }
+                        let (w, b) = (&params[0], &params[1]);
                         let bytes = (0..beta)
-                            .flat_map(|k| compile(l.weight[k], l.bias[k]).0)
+                            .flat_map(|k| compile(w[[0, k]], b[[k]]).0)
                             .flat_map(u32::to_le_bytes)
                             .collect();
                         tensors.push(DType::U8, &[beta as u32, 32], bytes);
                     }
                     FilterKind::Offset => {
                         let tables: Vec<BitTable> =
-                            l.bias.iter().map(|&b| compile(1.0, b)).collect();
+                            params[0].iter().map(|&b| compile(1.0, b)).collect();
                         // A unit is a threshold when its on-set is a suffix of 0..=255.
                         let first_on = |t: &BitTable| t.first_on().map_or(NEVER_ON, u16::from);
                         let monotone = tables.iter().all(|t| {
@@ -227,38 +244,24 @@ pub fn quantize(net: &mut Network, calib: &[f32], n: usize) -> Result<Vec<u8>, Q
                 }
                 act = BINARY;
             }
-            (LayerSpec::Conv(cs), Layer::Conv(l)) => {
-                let k = cs.kernel as u32;
-                let dims = [k, k, input.channels as u32, cs.filters as u32];
+            LayerSpec::Conv(cs) => {
                 act = quantize_linear(
                     &mut tensors,
-                    &l.weight,
-                    &l.bias,
-                    &dims,
-                    cs.activation,
+                    linear(cs.activation),
                     act,
                     ranges[i],
                     i == last,
                 );
             }
-            (LayerSpec::MaxPool(_), _) => {}
-            (LayerSpec::Dense(d), Layer::Dense(l)) => {
-                let dims = [input.len() as u32, d.units as u32];
+            LayerSpec::MaxPool(_) => {}
+            LayerSpec::Dense(d) => {
                 act = quantize_linear(
                     &mut tensors,
-                    &l.weight,
-                    &l.bias,
-                    &dims,
-                    d.activation,
+                    linear(d.activation),
                     act,
                     ranges[i],
                     i == last,
                 );
-            }
-            _ => {
-                return Err(QuantizeError::Unsupported(format!(
-                    "layer {i} does not match its spec"
-                )))
             }
         }
     }

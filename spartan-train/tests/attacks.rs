@@ -1,6 +1,7 @@
 //! Attacks: closed forms on hand-built models, PGD/FGSM consistency, and the full
 //! pipelines on a briefly trained network.
 
+use ndarray::{Array4, ArrayView4};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use spartan_core::activation::Activation;
@@ -10,12 +11,11 @@ use spartan_train::attack::blackbox::{
     black_box, class_probability_grads, lambda_sign, BlackBoxConfig,
 };
 use spartan_train::attack::gradient::{fgsm, pgd, PgdConfig};
-use spartan_train::attack::sweep::{white_box_sweep, Batch, WhiteBox};
+use spartan_train::attack::sweep::{white_box_sweep, WhiteBox, WhiteBoxConfig};
 use spartan_train::attack::Oracle;
-use spartan_train::data::load_embedded;
-use spartan_train::eval::batch_input;
+use spartan_train::data::{load_embedded, Batch};
 use spartan_train::nn::optim::AdamConfig;
-use spartan_train::nn::Network;
+use spartan_train::nn::{GradMode, Network, Workspace};
 use spartan_train::observe::Silent;
 use spartan_train::train::{train, TrainConfig};
 
@@ -43,12 +43,15 @@ fn fgsm_on_a_linear_softmax_model_equals_the_closed_form() {
     let w: Vec<f32> = (0..inputs * 2)
         .map(|_| rng.random_range(-1.0..1.0))
         .collect();
-    let mut net = linear_model(&w, &[0.1, -0.2], inputs as u16, 2);
+    let net = linear_model(&w, &[0.1, -0.2], inputs as u16, 2);
     let x: Vec<f32> = (0..2 * inputs)
         .map(|_| rng.random_range(0.0..1.0))
         .collect();
+    let xv = ArrayView4::from_shape((2, 1, 1, inputs), &x).unwrap();
+    let mut ws = Workspace::new();
     for eps in [0.0f32, 0.05, 0.3, 1.0] {
-        let adv = fgsm(&mut net, &x, &[0, 1], eps);
+        let adv = fgsm(&net, &mut ws, xv, &[0, 1], eps, GradMode::Surrogate);
+        let adv = adv.as_slice().unwrap();
         for s in 0..2 {
             for i in 0..inputs {
                 let d = w[i * 2 + 1] - w[i * 2];
@@ -61,7 +64,7 @@ fn fgsm_on_a_linear_softmax_model_equals_the_closed_form() {
     }
 }
 
-fn trained_standard(limit: usize) -> (Network, Batch) {
+fn trained_standard(limit: usize) -> (Network, Batch<f32>) {
     let mut splits = load_embedded().unwrap();
     splits.train = splits.train.take(limit);
     let config = TrainConfig {
@@ -78,23 +81,16 @@ fn trained_standard(limit: usize) -> (Network, Batch) {
     };
     let dir = tempfile::tempdir().unwrap();
     let (_, net) = train(&config, &splits, dir.path(), false, &Silent).unwrap();
-    let mut x = Vec::new();
-    batch_input(&splits.test, 0..splits.test.len(), &mut x);
-    (
-        net,
-        Batch {
-            x,
-            labels: splits.test.labels.clone(),
-        },
-    )
+    (net, splits.test.to_input())
 }
 
 #[test]
 fn attacks_on_a_trained_network() {
-    let (mut net, test) = trained_standard(4000);
+    let (net, test) = trained_standard(4000);
     let n = 200;
-    let x = &test.x[..n * 784];
-    let y = &test.labels[..n];
+    let data = test.take(n);
+    let (x, y) = (data.images(), &data.labels[..]);
+    let mut ws = Workspace::new();
 
     // PGD with one step of ε from the clean image is exactly FGSM.
     let one_step = PgdConfig {
@@ -103,23 +99,21 @@ fn attacks_on_a_trained_network() {
         steps: 1,
         random_start: false,
         early_stop: false,
+        grad: GradMode::Surrogate,
     };
-    let a = pgd(&mut net, x, y, one_step, &mut ChaCha8Rng::seed_from_u64(0));
-    let b = fgsm(&mut net, x, y, 0.1);
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let a = pgd(&net, &mut ws, x, y, one_step, &mut rng);
+    let b = fgsm(&net, &mut ws, x, y, 0.1, GradMode::Surrogate);
     assert_eq!(a, b);
 
     // PGD stays in the ε-ball and in [0, 1].
     let cfg = PgdConfig::standard(0.2, 5);
-    let adv = pgd(&mut net, x, y, cfg, &mut ChaCha8Rng::seed_from_u64(1));
-    for (&xa, &xc) in adv.iter().zip(x) {
+    let adv = pgd(&net, &mut ws, x, y, cfg, &mut ChaCha8Rng::seed_from_u64(1));
+    for (&xa, &xc) in adv.iter().zip(x.iter()) {
         assert!((xa - xc).abs() <= 0.2 + 1e-6 && (0.0..=1.0).contains(&xa));
     }
 
     // Sweeps: the attack works and accuracy does not rise with ε (within noise).
-    let data = Batch {
-        x: x.to_vec(),
-        labels: y.to_vec(),
-    };
     let eps = [0.0, 0.05, 0.1, 0.2, 0.3];
     let pgd_attack = WhiteBox::Pgd {
         steps: 5,
@@ -127,7 +121,13 @@ fn attacks_on_a_trained_network() {
         random_start: true,
     };
     for attack in [WhiteBox::Fgsm, pgd_attack] {
-        let r = white_box_sweep(&mut net, &data, &eps, attack, true, 7, &Silent);
+        let cfg = WhiteBoxConfig {
+            attack,
+            grad: GradMode::Surrogate,
+            use_labels: true,
+            seed: 7,
+        };
+        let r = white_box_sweep(&net, &data, &eps, &cfg, &Silent);
         assert!(
             r.clean_accuracy > 0.8,
             "{attack:?}: clean {}",
@@ -154,18 +154,25 @@ fn attacks_on_a_trained_network() {
 fn substitute_jacobian_matches_finite_differences() {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let w: Vec<f32> = (0..6 * 3).map(|_| rng.random_range(-1.0..1.0)).collect();
-    let mut net = linear_model(&w, &[0.0, 0.1, -0.1], 6, 3);
+    let net = linear_model(&w, &[0.0, 0.1, -0.1], 6, 3);
     let x: Vec<f32> = (0..6).map(|_| rng.random_range(0.0..1.0)).collect();
-    let g = class_probability_grads(&mut net, &x, &[2]);
-    let prob =
-        |net: &mut Network, x: &[f32]| spartan_train::nn::loss::softmax(net.forward(x, 1))[2];
+    let x = Array4::from_shape_vec((1, 1, 1, 6), x).unwrap();
+    let mut ws = Workspace::new();
+    let g = class_probability_grads(&net, &mut ws, x.view(), &[2]);
+    let mut prob = |x: &Array4<f32>| {
+        let logits = net.forward(x.view(), &mut ws);
+        spartan_train::nn::loss::softmax(logits.row(0))[2]
+    };
     for i in 0..6 {
         let mut p = x.clone();
-        p[i] += 1e-3;
-        let hi = prob(&mut net, &p);
-        p[i] -= 2e-3;
-        let lo = prob(&mut net, &p);
-        assert!((g[i] - (hi - lo) / 2e-3).abs() < 1e-3, "pixel {i}");
+        p[[0, 0, 0, i]] += 1e-3;
+        let hi = prob(&p);
+        p[[0, 0, 0, i]] -= 2e-3;
+        let lo = prob(&p);
+        assert!(
+            (g[[0, 0, 0, i]] - (hi - lo) / 2e-3).abs() < 1e-3,
+            "pixel {i}"
+        );
     }
     assert_eq!(
         [0, 1, 2, 3, 4].map(lambda_sign),
@@ -178,38 +185,24 @@ fn substitute_jacobian_matches_finite_differences() {
 struct Counting<'a>(&'a mut Network, usize);
 
 impl Oracle for Counting<'_> {
-    fn classify(&mut self, x: &[f32], n: usize) -> Vec<u8> {
-        self.1 += n;
-        self.0.classify(x, n)
+    fn classify(&mut self, x: ArrayView4<'_, f32>) -> Vec<u8> {
+        self.1 += x.dim().0;
+        self.0.classify(x)
     }
 }
 
 #[test]
 fn black_box_pipeline_learns_a_substitute() {
     let (mut net, test) = trained_standard(4000);
-    let holdout = Batch {
-        x: test.x[..150 * 784].to_vec(),
-        labels: test.labels[..150].to_vec(),
-    };
-    let eval = Batch {
-        x: test.x[150 * 784..].to_vec(),
-        labels: test.labels[150..].to_vec(),
-    };
+    let holdout = test.slice(0..150);
+    let eval = test.slice(150..test.len());
     let cfg = BlackBoxConfig {
         rounds: 4,
         epochs: 6,
         ..BlackBoxConfig::default()
     };
     let mut oracle = Counting(&mut net, 0);
-    let r = black_box(
-        &mut oracle,
-        &holdout,
-        &eval,
-        (Shape::new(28, 28, 1), 10),
-        &[0.0, 0.3],
-        &cfg,
-        &Silent,
-    );
+    let r = black_box(&mut oracle, &holdout, &eval, 10, &[0.0, 0.3], &cfg, &Silent);
     // 150 · 2³ labels for the adversary; the rest are evaluation queries.
     assert_eq!(r.queries, 150 * 8);
     assert!(oracle.1 >= 1200 + 3 * eval.labels.len());

@@ -5,8 +5,8 @@ use spartan_core::float::F32Model;
 use spartan_core::spec::NAMED_ARCHITECTURES;
 use spartan_train::arch::{resolve, Overrides};
 use spartan_train::data::load_embedded;
-use spartan_train::eval::batch_input;
 use spartan_train::nn::optim::AdamConfig;
+use spartan_train::nn::Workspace;
 use spartan_train::observe::Silent;
 use spartan_train::train::{train, TrainConfig};
 
@@ -29,22 +29,20 @@ fn compare(arch: &str) -> (f32, usize) {
         anneal_epochs: 0,
     };
     let dir = tempfile::tempdir().unwrap();
-    let (_, mut net) = train(&config, &splits, dir.path(), false, &Silent).unwrap();
+    let (_, net) = train(&config, &splits, dir.path(), false, &Silent).unwrap();
     let bytes = std::fs::read(dir.path().join("model.spartan")).unwrap();
     assert_eq!(bytes, net.to_model_bytes());
     let model = F32Model::load(&bytes).unwrap();
-    let test = splits.test.take(1_000);
-    let mut x = Vec::new();
-    batch_input(&test, 0..test.len(), &mut x);
-    let trainer_logits = net.forward(&x, test.len()).to_vec();
+    let test = splits.test.take(1_000).to_input();
+    let trainer_logits = net.forward(test.images(), &mut Workspace::new()).to_owned();
     let mut arena = vec![0.0; model.arena_len()];
     let mut out = vec![0.0; 10];
     let (mut worst, mut off) = (0.0f32, 0);
-    for (i, img) in x.chunks(784).enumerate() {
-        model.infer(img, &mut arena, &mut out).unwrap();
+    for i in 0..test.len() {
+        model.infer(test.image(i), &mut arena, &mut out).unwrap();
         let d = out
             .iter()
-            .zip(&trainer_logits[i * 10..(i + 1) * 10])
+            .zip(trainer_logits.row(i))
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f32::max);
         worst = worst.max(d);

@@ -7,7 +7,7 @@ use safetensors::SafeTensors;
 use spartan_core::filter::FilterKind;
 use spartan_core::spec::{LayerSpec, NamedParams, NAMED_ARCHITECTURES};
 use spartan_train::export::to_safetensors;
-use spartan_train::nn::Network;
+use spartan_train::nn::{Network, Workspace};
 
 fn tensor(st: &SafeTensors<'_>, name: &str) -> (Vec<usize>, Vec<f32>) {
     let t = st.tensor(name).unwrap_or_else(|_| panic!("missing {name}"));
@@ -135,7 +135,8 @@ fn exported_tensors_run_in_pytorch_layout() {
         let bytes = to_safetensors(&net).unwrap();
         let st = SafeTensors::deserialize(&bytes).unwrap();
         let img: Vec<f32> = (0..784).map(|_| rng.random_range(0.0..1.0)).collect();
-        let want = net.forward(&img, 1).to_vec();
+        let x = ndarray::ArrayView4::from_shape((1, 28, 28, 1), &img).unwrap();
+        let want = net.forward(x, &mut Workspace::new()).row(0).to_vec();
         let got = torch_like_forward(&net, &st, &img);
         for (a, b) in got.iter().zip(&want) {
             assert!((a - b).abs() < 1e-4, "{name}: {got:?} vs {want:?}");

@@ -8,17 +8,16 @@
 // Finite differences perturb parameter i and compare with gradient i: index loops read best.
 #![allow(clippy::needless_range_loop)]
 
+use ndarray::{Array4, ArrayD, ArrayView4};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use spartan_core::activation::Activation;
-use spartan_core::filter::{FilterKind, FilterSpec};
+use spartan_core::filter::{conv_filter_preactivation, unit_preactivation, FilterKind, FilterSpec};
 use spartan_core::spec::{ArchSpec, ConvSpec, DenseSpec, LayerSpec, PoolSpec, Shape};
-use spartan_train::nn::act::GradMode;
-use spartan_train::nn::conv::ConvLayer;
-use spartan_train::nn::filter::FilterLayer;
+use spartan_train::nn::layer::tensor;
+use spartan_train::nn::layers::build;
 use spartan_train::nn::loss::{cross_entropy_row, softmax_cross_entropy};
-use spartan_train::nn::network::Want;
-use spartan_train::nn::Network;
+use spartan_train::nn::{Backward, Forward, GradMode, Gradients, Layer, Network, Pass, Workspace};
 
 fn assert_close(analytic: f32, numeric: f32, what: &str) {
     let tol = 2e-2 * analytic.abs().max(numeric.abs()) + 5e-4;
@@ -35,11 +34,17 @@ fn spec(input: Shape, layers: &[LayerSpec]) -> ArchSpec {
     }
 }
 
-fn loss_of(net: &mut Network, x: &[f32], labels: &[u8]) -> f32 {
-    let classes = net.classes();
-    let logits = net.forward(x, labels.len()).to_vec();
-    let mut g = vec![0.0; logits.len()];
-    softmax_cross_entropy(&logits, labels, classes, &mut g)
+/// `n` random samples of `shape` in `[lo, hi)`.
+fn random(rng: &mut ChaCha8Rng, n: usize, s: Shape, (lo, hi): (f32, f32)) -> Array4<f32> {
+    let dim = (n, s.height as usize, s.width as usize, s.channels as usize);
+    let values = (0..n * s.len()).map(|_| rng.random_range(lo..hi)).collect();
+    Array4::from_shape_vec(dim, values).unwrap()
+}
+
+fn loss_of(net: &Network, x: ArrayView4<'_, f32>, labels: &[u8]) -> f32 {
+    let logits = net.forward(x, &mut Workspace::new()).to_owned();
+    let mut g = logits.clone();
+    softmax_cross_entropy(logits.view(), labels, g.view_mut())
 }
 
 /// Checks d loss / d θ for a sample of parameters of every tensor, and d loss / d x.
@@ -55,24 +60,28 @@ fn check_network(arch: ArchSpec, seed: u64) {
     }
     net.set_param_values(&values).unwrap();
     let n = 3;
-    let x: Vec<f32> = (0..n * net.input_len())
-        .map(|_| rng.random_range(0.0..1.0))
-        .collect();
+    let x = random(&mut rng, n, net.shapes()[0], (0.0, 1.0));
     let labels: Vec<u8> = (0..n).map(|i| (i % net.classes()) as u8).collect();
-    let want = Want {
-        params: true,
-        input: true,
+    let pass = Pass {
+        input_grads: true,
         regularize: false,
+        ..Pass::training(&net)
     };
     // Mean cross-entropy over the batch: exactly what `loss_of` computes.
-    net.backprop(&x, n, want, |i, row, g| {
-        cross_entropy_row(row, labels[i] as usize, 1.0 / n as f32, g)
-    });
-    let gx = net.input_grads().to_vec();
-    let grads: Vec<Vec<f32>> = net
-        .params_and_grads()
-        .into_iter()
-        .map(|(_, g)| g.to_vec())
+    let mut grads = Gradients::zeros(&net);
+    let mut ws = Workspace::new();
+    let b = net.backward(
+        x.view(),
+        &pass,
+        |i, row, g| cross_entropy_row(row, labels[i] as usize, 1.0 / n as f32, g),
+        &mut ws,
+        Some(&mut grads),
+    );
+    let gx = b.input_grads.unwrap().to_owned();
+    let grads: Vec<Vec<f32>> = grads
+        .tensors()
+        .iter()
+        .map(|g| g.iter().copied().collect())
         .collect();
     let h = 2e-4;
     for (t, g) in grads.iter().enumerate() {
@@ -81,11 +90,11 @@ fn check_network(arch: ArchSpec, seed: u64) {
             let mut plus = values.clone();
             plus[t][i] += h;
             net.set_param_values(&plus).unwrap();
-            let lp = loss_of(&mut net, &x, &labels);
+            let lp = loss_of(&net, x.view(), &labels);
             let mut minus = values.clone();
             minus[t][i] -= h;
             net.set_param_values(&minus).unwrap();
-            let lm = loss_of(&mut net, &x, &labels);
+            let lm = loss_of(&net, x.view(), &labels);
             assert_close(
                 g[i],
                 (lp - lm) / (2.0 * h),
@@ -97,11 +106,12 @@ fn check_network(arch: ArchSpec, seed: u64) {
     for _ in 0..12 {
         let i = rng.random_range(0..x.len());
         let mut xp = x.clone();
-        xp[i] += h;
-        let lp = loss_of(&mut net, &xp, &labels);
-        xp[i] -= 2.0 * h;
-        let lm = loss_of(&mut net, &xp, &labels);
-        assert_close(gx[i], (lp - lm) / (2.0 * h), &format!("input {i}"));
+        xp.as_slice_mut().unwrap()[i] += h;
+        let lp = loss_of(&net, xp.view(), &labels);
+        xp.as_slice_mut().unwrap()[i] -= 2.0 * h;
+        let lm = loss_of(&net, xp.view(), &labels);
+        let analytic = gx.as_slice().unwrap()[i];
+        assert_close(analytic, (lp - lm) / (2.0 * h), &format!("input {i}"));
     }
 }
 
@@ -137,24 +147,72 @@ fn conv_relu_pool_dense_softmax_gradients_match_finite_differences() {
     }
 }
 
-/// `Σ u · S(z)` for a filter layer whose pre-activations come from `forward`.
-fn filter_surrogate_objective(
-    layer: &FilterLayer,
-    x: &[f32],
-    n: usize,
-    u: &[f32],
-    mask: &[f32],
-    sf_scale: f32,
-) -> f32 {
-    let mut y = vec![0.0; n * layer.output.len()];
-    let mut z = vec![0.0; y.len()];
-    layer.forward(x, n, &mut y, &mut z);
-    let s = |v: f32| layer.spec.activation.stand_in(v);
-    z.iter()
-        .zip(u)
-        .zip(mask)
-        .map(|((&zi, &ui), &m)| (ui + sf_scale * m) * s(zi))
-        .sum()
+/// A layer's parameters from flat values, shaped as its spec says.
+fn shaped(spec: LayerSpec, input: Shape, values: &[Vec<f32>]) -> Vec<ArrayD<f32>> {
+    let shapes = spec.params(input);
+    let dims = shapes
+        .iter()
+        .map(|s| s.dims().iter().map(|&d| d as usize).collect::<Vec<_>>());
+    dims.zip(values)
+        .map(|(d, v)| tensor(&d, v.clone()))
+        .collect()
+}
+
+/// One layer's forward then backward on `x` with upstream gradient `u`: the output,
+/// the input gradient and the parameter gradients (concatenated).
+fn forward_backward(
+    layer: &dyn Layer,
+    p: &[ArrayD<f32>],
+    x: &Array4<f32>,
+    u: &Array4<f32>,
+) -> (Array4<f32>, Array4<f32>, Vec<f32>) {
+    let n = x.dim().0;
+    let mut y = u.clone();
+    let mut scratch = vec![0.0; n * layer.scratch_len()];
+    let pass = Forward {
+        x: x.view(),
+        y: y.view_mut(),
+        scratch: &mut scratch,
+    };
+    layer.forward(p, pass);
+    let mut gy = u.clone();
+    let mut gx = x.clone();
+    let mut grads = vec![0.0; p.iter().map(|t| t.len()).sum()];
+    let pass = Backward {
+        x: x.view(),
+        y: y.view(),
+        scratch: &mut scratch,
+        gy: gy.view_mut(),
+        gx: Some(gx.view_mut()),
+        grads: Some(&mut grads),
+        mode: GradMode::Surrogate,
+    };
+    layer.backward(p, pass);
+    (y, gx, grads)
+}
+
+/// A filter's pre-activations, computed from its parameters with the core's functions
+/// (an independent reference for the layer's own forward).
+fn filter_preactivations(f: FilterSpec, params: &[Vec<f32>], x: &Array4<f32>) -> Vec<f32> {
+    let beta = f.beta as usize;
+    let c = x.dim().3;
+    let xs = x.as_slice().unwrap();
+    match f.kind {
+        FilterKind::Conv => xs
+            .chunks_exact(c)
+            .flat_map(|px| {
+                (0..beta).map(move |k| {
+                    conv_filter_preactivation(|ch| params[0][ch * beta + k], params[1][k], px)
+                })
+            })
+            .collect(),
+        FilterKind::Offset => {
+            let per_sample = params[0].len();
+            (0..x.len() * beta)
+                .map(|o| unit_preactivation(1.0, xs[o / beta], params[0][o % per_sample]))
+                .collect()
+        }
+    }
 }
 
 fn check_filter(
@@ -172,98 +230,73 @@ fn check_filter(
         activation,
         sf: 0.05,
     };
-    let output = LayerSpec::Filter(fspec).output_shape(0, input).unwrap();
+    let lspec = LayerSpec::Filter(fspec);
+    let output = lspec.output_shape(0, input).unwrap();
     let c = channels as usize;
-    let (w, b) = match kind {
-        FilterKind::Conv => (
+    let params: Vec<Vec<f32>> = match kind {
+        FilterKind::Conv => vec![
             (0..c * 3).map(|_| rng.random_range(0.5..1.5)).collect(),
             (0..3).map(|_| rng.random_range(-0.8..0.0)).collect(),
-        ),
-        FilterKind::Offset => (
-            Vec::new(),
-            (0..output.len())
-                .map(|_| rng.random_range(-0.9..-0.1))
-                .collect(),
-        ),
+        ],
+        FilterKind::Offset => vec![(0..output.len())
+            .map(|_| rng.random_range(-0.9..-0.1))
+            .collect()],
     };
-    let layer = FilterLayer::new(fspec, input, output, w, b);
+    let layer = build(lspec, input, output);
     let n = 2;
-    let x: Vec<f32> = (0..n * input.len())
-        .map(|_| rng.random_range(0.0..1.0))
-        .collect();
-    let u: Vec<f32> = (0..n * output.len())
-        .map(|_| rng.random_range(-1.0..1.0))
-        .collect();
-    let mut y = vec![0.0; u.len()];
-    let mut z = vec![0.0; u.len()];
-    layer.forward(&x, n, &mut y, &mut z);
-    // The L1 regulariser adds sf/n · sign(y) to the upstream gradient (Conv only).
-    let mask: Vec<f32> = y.iter().map(|&v| if v > 0.0 { 1.0 } else { 0.0 }).collect();
+    let x = random(&mut rng, n, input, (0.0, 1.0));
+    let u = random(&mut rng, n, output, (-1.0, 1.0));
+    let p = shaped(lspec, input, &params);
+    let (y, _, _) = forward_backward(&*layer, &p, &x, &u);
+    // The L1 regulariser adds sf/n · sign(y) to the upstream gradient (Conv only), as
+    // the network does before a layer's backward.
+    let mask = y.mapv(|v| if v > 0.0 { 1.0 } else { 0.0 });
     let reg_scale = if regularize && kind == FilterKind::Conv {
         fspec.sf / n as f32
     } else {
         0.0
     };
-    let mut gy = u.clone();
-    let mut gx = vec![0.0; x.len()];
-    let (mut gw, mut gb) = (vec![0.0; layer.weight.len()], vec![0.0; layer.bias.len()]);
-    layer.backward(
-        &x,
-        n,
-        &z,
-        &y,
-        &mut gy,
-        Some(&mut gx),
-        GradMode::Surrogate,
-        reg_scale,
-        Some((&mut gw, &mut gb)),
-    );
+    let upstream = &u + &(&mask * reg_scale);
+    let (_, gx, mut grads) = forward_backward(&*layer, &p, &x, &upstream);
     if regularize {
-        layer.add_offset_regularizer_grad(&mut gb);
+        layer.add_param_penalty_grad(&p, &mut grads);
     }
-    let h = 1e-3;
-    let objective = |l: &FilterLayer, x: &[f32]| {
-        let mut v = filter_surrogate_objective(l, x, n, &u, &mask, reg_scale);
+    let s = |v: f32| activation.stand_in(v);
+    // `Σ (u + reg) · S(z)`, plus the Offset penalty.
+    let objective = |p: &[Vec<f32>], x: &Array4<f32>| {
+        let z = filter_preactivations(fspec, p, x);
+        let mut v: f32 = z
+            .iter()
+            .zip(upstream.iter())
+            .map(|(&zi, &ui)| ui * s(zi))
+            .sum();
         if regularize && kind == FilterKind::Offset {
-            v += l.offset_regularizer();
+            v += layer.param_penalty(&shaped(lspec, input, p));
         }
         v
     };
-    for i in 0..layer.weight.len() {
-        let mut l = layer.clone();
-        l.weight[i] += h;
-        let p = objective(&l, &x);
-        l.weight[i] -= 2.0 * h;
-        let m = objective(&l, &x);
-        assert_close(
-            gw[i],
-            (p - m) / (2.0 * h),
-            &format!("{activation} weight {i}"),
-        );
-    }
-    for i in 0..layer.bias.len() {
-        let mut l = layer.clone();
-        l.bias[i] += h;
-        let p = objective(&l, &x);
-        l.bias[i] -= 2.0 * h;
-        let m = objective(&l, &x);
-        assert_close(
-            gb[i],
-            (p - m) / (2.0 * h),
-            &format!("{activation} {kind:?} bias {i}"),
-        );
+    let h = 1e-3;
+    let mut at = 0;
+    for (t, tensor) in params.iter().enumerate() {
+        for i in 0..tensor.len() {
+            let mut p = params.clone();
+            p[t][i] += h;
+            let plus = objective(&p, &x);
+            p[t][i] -= 2.0 * h;
+            let minus = objective(&p, &x);
+            let what = format!("{activation} {kind:?} tensor {t} element {i}");
+            assert_close(grads[at], (plus - minus) / (2.0 * h), &what);
+            at += 1;
+        }
     }
     for i in 0..x.len() {
         let mut xp = x.clone();
-        xp[i] += h;
-        let p = objective(&layer, &xp);
-        xp[i] -= 2.0 * h;
-        let m = objective(&layer, &xp);
-        assert_close(
-            gx[i],
-            (p - m) / (2.0 * h),
-            &format!("{activation} input {i}"),
-        );
+        xp.as_slice_mut().unwrap()[i] += h;
+        let plus = objective(&params, &xp);
+        xp.as_slice_mut().unwrap()[i] -= 2.0 * h;
+        let minus = objective(&params, &xp);
+        let what = format!("{activation} {kind:?} input {i}");
+        assert_close(gx.as_slice().unwrap()[i], (plus - minus) / (2.0 * h), &what);
     }
 }
 
@@ -306,69 +339,53 @@ fn filter_regularisers_backprop_through_the_surrogate() {
 fn composite_conv_backprops_through_the_surrogate() {
     let mut rng = ChaCha8Rng::seed_from_u64(4);
     let act = Activation::CosHsnd { sigma: 1.0 };
-    let (input, cs) = (
-        Shape::new(5, 5, 2),
-        ConvSpec {
-            filters: 3,
-            kernel: 3,
-            activation: act,
-        },
-    );
+    let input = Shape::new(5, 5, 2);
+    let cs = ConvSpec {
+        filters: 3,
+        kernel: 3,
+        activation: act,
+    };
     let output = LayerSpec::Conv(cs).output_shape(0, input).unwrap();
-    let w: Vec<f32> = (0..3 * 3 * 2 * 3)
-        .map(|_| rng.random_range(-1.0..1.0))
-        .collect();
-    let b: Vec<f32> = (0..3).map(|_| rng.random_range(-0.5..0.5)).collect();
-    let layer = ConvLayer::new(cs, input, output, w, b);
-    let n = 2;
-    let x: Vec<f32> = (0..n * input.len())
-        .map(|_| rng.random_range(0.0..1.0))
-        .collect();
-    let u: Vec<f32> = (0..n * output.len())
-        .map(|_| rng.random_range(-1.0..1.0))
-        .collect();
-    let mut y = vec![0.0; u.len()];
-    let mut z = vec![0.0; u.len()];
-    let mut cols = vec![0.0; n * layer.cols_len()];
-    layer.forward(&x, n, &mut y, Some(&mut z), &mut cols);
-    let mut gy = u.clone();
-    let mut gx = vec![0.0; x.len()];
-    let (mut gw, mut gb) = (vec![0.0; layer.weight.len()], vec![0.0; layer.bias.len()]);
-    layer.backward(
-        n,
-        &z,
-        &y,
-        &mut gy,
-        Some(&mut gx),
-        GradMode::Surrogate,
-        Some((&mut gw, &mut gb)),
-        &mut cols,
+    let params = vec![
+        (0..3 * 3 * 2 * 3)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect::<Vec<f32>>(),
+        (0..3).map(|_| rng.random_range(-0.5..0.5)).collect(),
+    ];
+    let spec = |activation| LayerSpec::Conv(ConvSpec { activation, ..cs });
+    let (conv, linear) = (
+        build(spec(act), input, output),
+        build(spec(Activation::Linear), input, output),
     );
-    let objective = |l: &mut ConvLayer, x: &[f32]| {
-        let mut y = vec![0.0; u.len()];
-        let mut z = vec![0.0; u.len()];
-        let mut cols = vec![0.0; n * l.cols_len()];
-        l.forward(x, n, &mut y, Some(&mut z), &mut cols);
+    let n = 2;
+    let x = random(&mut rng, n, input, (0.0, 1.0));
+    let u = random(&mut rng, n, output, (-1.0, 1.0));
+    let (_, gx, grads) = forward_backward(&*conv, &shaped(spec(act), input, &params), &x, &u);
+    // The same conv with a linear activation gives the pre-activations z.
+    let objective = |p: &[Vec<f32>], x: &Array4<f32>| {
+        let p = shaped(spec(act), input, p);
+        let (z, _, _) = forward_backward(&*linear, &p, x, &u);
         z.iter()
-            .zip(&u)
+            .zip(u.iter())
             .map(|(&zi, &ui)| ui * act.stand_in(zi))
             .sum::<f32>()
     };
     let h = 1e-3;
-    for i in 0..layer.weight.len() {
-        let mut l = layer.clone();
-        l.weight[i] += h;
-        let p = objective(&mut l, &x);
-        l.weight[i] -= 2.0 * h;
-        let m = objective(&mut l, &x);
-        assert_close(gw[i], (p - m) / (2.0 * h), &format!("weight {i}"));
+    for i in 0..params[0].len() {
+        let mut p = params.clone();
+        p[0][i] += h;
+        let plus = objective(&p, &x);
+        p[0][i] -= 2.0 * h;
+        let minus = objective(&p, &x);
+        assert_close(grads[i], (plus - minus) / (2.0 * h), &format!("weight {i}"));
     }
     for i in 0..x.len() {
         let mut xp = x.clone();
-        xp[i] += h;
-        let p = objective(&mut layer.clone(), &xp);
-        xp[i] -= 2.0 * h;
-        let m = objective(&mut layer.clone(), &xp);
-        assert_close(gx[i], (p - m) / (2.0 * h), &format!("input {i}"));
+        xp.as_slice_mut().unwrap()[i] += h;
+        let plus = objective(&params, &xp);
+        xp.as_slice_mut().unwrap()[i] -= 2.0 * h;
+        let minus = objective(&params, &xp);
+        let analytic = gx.as_slice().unwrap()[i];
+        assert_close(analytic, (plus - minus) / (2.0 * h), &format!("input {i}"));
     }
 }

@@ -12,7 +12,7 @@ fn full_mnist_loads_whole() {
     };
     let s = load_dir(&dir).unwrap();
     assert_eq!((s.train.len(), s.test.len()), (60_000, 10_000));
-    assert_eq!(s.train.shape, Shape::new(28, 28, 1));
+    assert_eq!(s.train.shape(), Shape::new(28, 28, 1));
     assert_eq!((s.train.classes(), s.test.classes()), (10, 10));
     // The embedded subset is the head of the full set.
     let sub = spartan_train::data::load_embedded().unwrap();

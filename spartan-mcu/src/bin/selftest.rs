@@ -14,7 +14,7 @@ use spartan_mcu::config::{self, ARENA_BYTES, CLASSES, IMAGE_LEN, SELFTEST_IMAGES
 /// The inference scratch, in `.bss` (no stack copy).
 static mut ARENA: [u8; ARENA_BYTES] = [0; ARENA_BYTES];
 
-/// RAM budget of the product (DESIGN.md §2 / the firmware issue).
+/// RAM budget of the product (docs/performance.md, targets).
 const RAM_BUDGET: usize = 64 * 1024;
 
 #[exception]

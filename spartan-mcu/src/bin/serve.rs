@@ -1,11 +1,11 @@
-//! The device firmware: serves the framed protocol on UART0 (QEMU's first `-serial`),
-//! toggling LED0 per inference. The model is in flash, the arena in `.bss`.
+//! The device firmware: serves the protocol (`spartan_core::protocol`) on the board's
+//! UART, toggling its LED per inference. The model is in flash, the arena in `.bss`.
+//! Board-independent: the board module (chosen by feature) supplies the peripherals.
 #![no_std]
 #![no_main]
 
 use cortex_m_rt::{entry, exception};
-use cortex_m_semihosting::hprintln;
-use spartan_mcu::board::{self, Delay, Led, Uart};
+use spartan_mcu::board::{self, Delay};
 use spartan_mcu::config::{self, ARENA_BYTES};
 use spartan_mcu::driver::Device;
 
@@ -19,7 +19,7 @@ fn SysTick() {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
-    hprintln!("PANIC: {}", info);
+    board::log(format_args!("PANIC: {}", info));
     board::exit(101)
 }
 
@@ -31,15 +31,15 @@ fn main() -> ! {
     let Some(cp) = cortex_m::Peripherals::take() else {
         board::exit(2)
     };
-    // The delay (frame timeouts) counts SysTick ticks.
-    board::start_ticks(cp.SYST);
-    let Some(uart) = Uart::take() else {
+    // The board sets its clocks first: SysTick (the delay of frame timeouts) counts them.
+    let Some(board::Board { uart, led }) = board::take() else {
         board::exit(2)
     };
-    match Device::new(uart, Led, Delay, config::MODEL, arena) {
+    board::start_ticks(cp.SYST);
+    match Device::new(uart, led, Delay, config::MODEL, arena) {
         Ok(mut device) => device.run(),
         Err(e) => {
-            hprintln!("cannot start: {:?}", e);
+            board::log(format_args!("cannot start: {:?}", e));
             board::exit(3)
         }
     }

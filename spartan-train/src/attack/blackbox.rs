@@ -8,12 +8,15 @@
 
 use super::gradient::{fgsm, sign};
 use super::oracle::{accuracy, Oracle};
-use super::sweep::{AttackReport, Batch, SweepPoint, ATTACK_BATCH};
-use crate::nn::network::Want;
+use super::sweep::{AttackReport, SweepPoint, ATTACK_BATCH};
+use crate::data::Batch;
+use crate::eval::classify;
+use crate::nn::loss::softmax;
 use crate::nn::optim::{AdamConfig, AdamState};
-use crate::nn::Network;
+use crate::nn::{GradMode, Network, Pass, Workspace};
 use crate::observe::Observer;
-use crate::train::{epoch_order, fit_epoch, ImageSource};
+use crate::train::{epoch_order, Trainer};
+use ndarray::{Array4, ArrayView1, ArrayView4, ArrayViewMut1, Axis};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use spartan_core::activation::Activation;
@@ -112,37 +115,41 @@ pub fn lambda_sign(round: usize) -> f32 {
 
 /// Gradient of the substitute's softmax output for class `labels[i]` with respect to
 /// each image: `∂p_y/∂z_k = p_y(δ_yk − p_k)` back-propagated to the input.
-pub fn class_probability_grads(sub: &mut Network, x: &[f32], labels: &[u8]) -> Vec<f32> {
-    let want = Want {
-        params: false,
-        input: true,
-        regularize: false,
-    };
-    sub.backprop(x, labels.len(), want, |i, row, g| {
-        let p = crate::nn::loss::softmax(row);
+pub fn class_probability_grads(
+    sub: &Network,
+    ws: &mut Workspace,
+    x: ArrayView4<'_, f32>,
+    labels: &[u8],
+) -> Array4<f32> {
+    let pass = Pass::input_gradient(sub, GradMode::Surrogate);
+    let upstream = |i: usize, row: ArrayView1<'_, f32>, mut g: ArrayViewMut1<'_, f32>| {
+        let p = softmax(row);
         let y = labels[i] as usize;
         for (k, gk) in g.iter_mut().enumerate() {
             *gk = p[y] * (if k == y { 1.0 } else { 0.0 } - p[k]);
         }
         0.0
-    });
-    sub.input_grads().to_vec()
+    };
+    let b = sub.backward(x, &pass, upstream, ws, None);
+    b.with_input_grads().1.to_owned()
 }
 
-/// Jacobian augmentation: one new point per existing point.
-pub fn jacobian_augmentation(sub: &mut Network, x: &[f32], labels: &[u8], lambda: f32) -> Vec<f32> {
-    let len = sub.input_len();
-    let mut out = Vec::with_capacity(x.len());
-    for (xb, yb) in x
-        .chunks(ATTACK_BATCH * len)
-        .zip(labels.chunks(ATTACK_BATCH))
+/// Jacobian augmentation: one new point per point of `data` (labelled by the oracle).
+pub fn jacobian_augmentation(
+    sub: &Network,
+    ws: &mut Workspace,
+    data: &Batch<f32>,
+    lambda: f32,
+) -> Array4<f32> {
+    let mut out = data.images().to_owned();
+    for (mut xb, yb) in out
+        .axis_chunks_iter_mut(Axis(0), ATTACK_BATCH)
+        .zip(data.labels.chunks(ATTACK_BATCH))
     {
-        let g = class_probability_grads(sub, xb, yb);
-        out.extend(
-            xb.iter()
-                .zip(&g)
-                .map(|(&xi, &gi)| (xi + lambda * sign(gi)).clamp(0.0, 1.0)),
-        );
+        let g = class_probability_grads(sub, ws, xb.view(), yb);
+        xb.zip_mut_with(&g, |xi, &gi| {
+            *xi = (*xi + lambda * sign(gi)).clamp(0.0, 1.0)
+        });
     }
     out
 }
@@ -157,22 +164,22 @@ pub struct Substitute {
     pub train_size: usize,
 }
 
-/// Trains the substitute from the `holdout` images (their oracle labels only).
+/// Trains the substitute from the `holdout` images (their oracle labels only: the
+/// batch's own labels are never read).
 pub fn train_substitute(
     oracle: &mut dyn Oracle,
-    holdout: &[f32],
-    input: Shape,
+    holdout: &Batch<f32>,
     classes: u16,
     cfg: &BlackBoxConfig,
     observer: &dyn Observer,
 ) -> Substitute {
-    let len = input.len();
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let mut sub = Network::init(&cfg.substitute.spec(input, classes), &mut rng)
-        .expect("substitute spec is valid");
-    let mut x = holdout.to_vec();
-    let mut y = oracle.classify(&x, x.len() / len);
-    let mut queries = y.len() as u64;
+    let spec = cfg.substitute.spec(holdout.shape(), classes);
+    let sub = Network::init(&spec, &mut rng).expect("substitute spec is valid");
+    let mut trainer = Trainer::new(sub);
+    let labels = oracle.classify(holdout.images());
+    let mut queries = labels.len() as u64;
+    let mut data = Batch::new(holdout.images().to_owned(), labels, "synthetic");
     let adam_cfg = AdamConfig {
         lr: cfg.lr,
         ..AdamConfig::default()
@@ -180,21 +187,11 @@ pub fn train_substitute(
     observer.begin("substitute", (cfg.rounds * cfg.epochs) as u64, 0);
     for rho in 0..cfg.rounds {
         // CleverHans builds a new Adam optimiser for every round.
-        let mut adam = AdamState::new(sub.param_lens());
-        let n = y.len();
+        trainer.adam = AdamState::new(trainer.net.param_lens());
+        let n = data.len();
         for epoch in 0..cfg.epochs {
             let order = epoch_order(cfg.seed.wrapping_add(1 + rho as u64), epoch, n);
-            let images = ImageSource::Values { x: &x, len };
-            fit_epoch(
-                &mut sub,
-                &mut adam,
-                &adam_cfg,
-                &images,
-                &y,
-                &order,
-                cfg.batch,
-                |_| {},
-            );
+            trainer.epoch(&adam_cfg, &data, &order, cfg.batch, |_| {});
             observer.advance(1);
         }
         observer.status(&format!(
@@ -204,18 +201,19 @@ pub fn train_substitute(
             n
         ));
         if rho + 1 < cfg.rounds {
-            let new_x = jacobian_augmentation(&mut sub, &x, &y, lambda_sign(rho) * cfg.lambda);
-            let new_y = oracle.classify(&new_x, n);
+            let lambda = lambda_sign(rho) * cfg.lambda;
+            let (net, ws) = trainer.parts();
+            let new_x = jacobian_augmentation(net, ws, &data, lambda);
+            let new_y = oracle.classify(new_x.view());
             queries += new_y.len() as u64;
-            x.extend_from_slice(&new_x);
-            y.extend_from_slice(&new_y);
+            data.extend(new_x.view(), &new_y);
         }
     }
     observer.end();
     Substitute {
-        net: sub,
+        net: trainer.into_network(),
         queries,
-        train_size: y.len(),
+        train_size: data.len(),
     }
 }
 
@@ -223,30 +221,29 @@ pub fn train_substitute(
 /// the substitute (with its own predictions as targets), evaluated on the oracle.
 pub fn black_box(
     oracle: &mut dyn Oracle,
-    holdout: &Batch,
-    eval: &Batch,
-    (input, classes): (Shape, u16),
+    holdout: &Batch<f32>,
+    eval: &Batch<f32>,
+    classes: u16,
     eps: &[f32],
     cfg: &BlackBoxConfig,
     observer: &dyn Observer,
 ) -> AttackReport {
-    let mut s = train_substitute(oracle, &holdout.x, input, classes, cfg, observer);
-    let sub_preds = s.net.classify(&eval.x, eval.len());
-    let oracle_clean = oracle.classify(&eval.x, eval.len());
-    let len = input.len();
+    let s = train_substitute(oracle, holdout, classes, cfg, observer);
+    let mut ws = Workspace::new();
+    let sub_preds = classify(&s.net, eval.images(), &mut ws);
+    let oracle_clean = oracle.classify(eval.images());
     observer.begin("transfer", eps.len() as u64, 0);
     let mut points = Vec::new();
     for &e in eps {
         let mut correct = 0usize;
-        for (bi, (xb, tb)) in eval
-            .x
-            .chunks(ATTACK_BATCH * len)
+        let images = eval.images();
+        let batches = images
+            .axis_chunks_iter(Axis(0), ATTACK_BATCH)
             .zip(sub_preds.chunks(ATTACK_BATCH))
-            .enumerate()
-        {
-            let adv = fgsm(&mut s.net, xb, tb, e);
-            let preds = oracle.classify(&adv, tb.len());
-            let truth = &eval.labels[bi * ATTACK_BATCH..bi * ATTACK_BATCH + tb.len()];
+            .zip(eval.labels.chunks(ATTACK_BATCH));
+        for ((xb, tb), truth) in batches {
+            let adv = fgsm(&s.net, &mut ws, xb, tb, e, GradMode::Surrogate);
+            let preds = oracle.classify(adv.view());
             correct += preds.iter().zip(truth).filter(|(a, b)| a == b).count();
         }
         points.push(SweepPoint {

@@ -1,5 +1,5 @@
 //! Adversarial attacks: gradient attacks (FGSM, PGD) with BPDA through step layers, and
-//! the surrogate black-box attack of Papernot et al. as run by the paper (DESIGN.md §1.4).
+//! the surrogate black-box attack of Papernot et al. as run by the paper (docs/attacks.md).
 
 pub mod blackbox;
 pub mod eps;

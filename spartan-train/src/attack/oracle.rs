@@ -1,25 +1,18 @@
 //! Anything that labels images: the target of a black-box attack.
 
-use crate::eval::EVAL_BATCH;
-use crate::nn::Network;
-use spartan_core::float::argmax;
+use crate::nn::{Network, Workspace};
+use ndarray::ArrayView4;
 
 /// A classifier queried for labels only (the black-box adversary's view).
 pub trait Oracle {
-    /// Predicted class of each of the `n` images in `x` (HWC, `[0, 1]`).
-    fn classify(&mut self, x: &[f32], n: usize) -> Vec<u8>;
+    /// Predicted class of each image of `x` (NHWC, `[0, 1]`).
+    fn classify(&mut self, x: ArrayView4<'_, f32>) -> Vec<u8>;
 }
 
+/// A float network as an oracle (its buffers are allocated per query).
 impl Oracle for Network {
-    fn classify(&mut self, x: &[f32], n: usize) -> Vec<u8> {
-        let len = self.input_len();
-        let classes = self.classes();
-        let mut out = Vec::with_capacity(n);
-        for chunk in x[..n * len].chunks(EVAL_BATCH * len) {
-            let logits = self.forward(chunk, chunk.len() / len);
-            out.extend(logits.chunks(classes).map(|r| argmax(r) as u8));
-        }
-        out
+    fn classify(&mut self, x: ArrayView4<'_, f32>) -> Vec<u8> {
+        crate::eval::classify(self, x, &mut Workspace::new())
     }
 }
 

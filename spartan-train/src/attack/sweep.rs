@@ -1,9 +1,12 @@
 //! Accuracy-vs-ε sweeps and the result record every attack writes.
 
 use super::gradient::{fgsm, pgd, PgdConfig};
-use super::oracle::{accuracy, Oracle};
-use crate::nn::Network;
+use super::oracle::accuracy;
+use crate::data::Batch;
+use crate::eval::classify;
+use crate::nn::{GradMode, Network, Workspace};
 use crate::observe::Observer;
+use ndarray::Axis;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -79,42 +82,31 @@ pub enum WhiteBox {
     },
 }
 
-/// Images as network input (HWC, `[0, 1]`) with their labels.
-#[derive(Clone, Debug)]
-pub struct Batch {
-    /// `n × input_len` values.
-    pub x: Vec<f32>,
-    /// True labels.
-    pub labels: Vec<u8>,
+/// A white-box sweep's settings besides the ε values.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WhiteBoxConfig {
+    /// The attack.
+    pub attack: WhiteBox,
+    /// How steps are differentiated (BPDA).
+    pub grad: GradMode,
+    /// Attack the true labels; otherwise the model's own predictions (no label leaking).
+    pub use_labels: bool,
+    /// Seed of PGD's random starts.
+    pub seed: u64,
 }
 
-impl Batch {
-    /// Number of images.
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    /// True when empty.
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-}
-
-/// Sweeps a white-box attack over `eps` on `data`. `use_labels` attacks the true
-/// labels; otherwise the model's own predictions (no label leaking).
+/// Sweeps a white-box attack over `eps` on `data`.
 pub fn white_box_sweep(
-    net: &mut Network,
-    data: &Batch,
+    net: &Network,
+    data: &Batch<f32>,
     eps: &[f32],
-    attack: WhiteBox,
-    use_labels: bool,
-    seed: u64,
+    cfg: &WhiteBoxConfig,
     observer: &dyn Observer,
 ) -> AttackReport {
-    let len = net.input_len();
-    let clean = net.classify(&data.x, data.len());
+    let mut ws = Workspace::new();
+    let clean = classify(net, data.images(), &mut ws);
     let clean_accuracy = accuracy(&clean, &data.labels);
-    let targets = if use_labels {
+    let targets = if cfg.use_labels {
         data.labels.clone()
     } else {
         clean
@@ -128,16 +120,16 @@ pub fn white_box_sweep(
     let mut points = Vec::new();
     for (ei, &e) in eps.iter().enumerate() {
         let mut correct = 0usize;
-        for (bi, (xb, tb)) in data
-            .x
-            .chunks(ATTACK_BATCH * len)
+        let images = data.images();
+        let batches = images
+            .axis_chunks_iter(Axis(0), ATTACK_BATCH)
             .zip(targets.chunks(ATTACK_BATCH))
-            .enumerate()
-        {
-            let adv = match attack {
+            .zip(data.labels.chunks(ATTACK_BATCH));
+        for (bi, ((xb, tb), truth)) in batches.enumerate() {
+            let adv = match cfg.attack {
                 WhiteBox::Fgsm => {
                     queries += tb.len() as u64;
-                    fgsm(net, xb, tb, e)
+                    fgsm(net, &mut ws, xb, tb, e, cfg.grad)
                 }
                 WhiteBox::Pgd {
                     steps,
@@ -145,19 +137,20 @@ pub fn white_box_sweep(
                     random_start,
                 } => {
                     queries += (tb.len() * steps) as u64;
-                    let cfg = PgdConfig {
+                    let pgd_cfg = PgdConfig {
                         eps: e,
                         step: step_factor * e / steps.max(1) as f32,
                         steps,
                         random_start,
                         early_stop: true,
+                        grad: cfg.grad,
                     };
-                    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ ((ei as u64) << 32) ^ bi as u64);
-                    pgd(net, xb, tb, cfg, &mut rng)
+                    let mut rng =
+                        ChaCha8Rng::seed_from_u64(cfg.seed ^ ((ei as u64) << 32) ^ bi as u64);
+                    pgd(net, &mut ws, xb, tb, pgd_cfg, &mut rng)
                 }
             };
-            let preds = net.classify(&adv, tb.len());
-            let truth = &data.labels[bi * ATTACK_BATCH..bi * ATTACK_BATCH + tb.len()];
+            let preds = classify(net, adv.view(), &mut ws);
             correct += preds.iter().zip(truth).filter(|(a, b)| a == b).count();
             observer.advance(1);
         }
@@ -172,20 +165,20 @@ pub fn white_box_sweep(
         ));
     }
     observer.end();
-    let settings = match attack {
-        WhiteBox::Fgsm => format!("FGSM (ℓ∞), BPDA {:?}, targets: {}", net.grad_mode, targets_name(use_labels)),
+    let (grad, targets) = (cfg.grad, targets_name(cfg.use_labels));
+    let settings = match cfg.attack {
+        WhiteBox::Fgsm => format!("FGSM (ℓ∞), BPDA {grad:?}, targets: {targets}"),
         WhiteBox::Pgd {
             steps,
             step_factor,
             random_start,
         } => format!(
-            "PGD (ℓ∞), {steps} steps of {step_factor}·ε/{steps}, random start: {random_start}, stop on success, BPDA {:?}, targets: {}, seed {seed}",
-            net.grad_mode,
-            targets_name(use_labels)
+            "PGD (ℓ∞), {steps} steps of {step_factor}·ε/{steps}, random start: {random_start}, stop on success, BPDA {grad:?}, targets: {targets}, seed {}",
+            cfg.seed
         ),
     };
     AttackReport {
-        attack: match attack {
+        attack: match cfg.attack {
             WhiteBox::Fgsm => "fgsm".into(),
             WhiteBox::Pgd { .. } => "pgd".into(),
         },

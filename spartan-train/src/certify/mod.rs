@@ -32,6 +32,7 @@ mod tests;
 
 pub use domain::{real_ball, u8_ball, Grid};
 
+use crate::data::Dataset;
 use crate::observe::Observer;
 use net::Net;
 use rayon::prelude::*;
@@ -419,10 +420,8 @@ pub struct FoundCounterexample {
 /// Images to certify.
 #[derive(Clone, Copy, Debug)]
 pub struct ImageSet<'a> {
-    /// Raw pixels, one image after another.
-    pub pixels: &'a [u8],
-    /// One label per image.
-    pub labels: &'a [u8],
+    /// Raw images with their labels.
+    pub images: &'a Dataset,
     /// Index of the first image in its data set (for the records).
     pub first_index: usize,
 }
@@ -438,10 +437,10 @@ pub fn certify_set(
     observer: &dyn Observer,
 ) -> Result<(CertifyReport, Vec<FoundCounterexample>), CertifyError> {
     let ImageSet {
-        pixels: images,
-        labels,
+        images,
         first_index,
     } = set;
+    let (labels, images) = (images.labels.as_slice(), images.values());
     let len = cert.model.input_len();
     let n = labels.len();
     if images.len() != n * len {

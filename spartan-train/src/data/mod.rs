@@ -1,9 +1,11 @@
 //! Data sets: MNIST-format IDX files from a directory, or the embedded default subset.
 
+mod batch;
 pub mod idx;
 
+pub use batch::{Batch, Dataset, Pixel};
 use idx::IdxError;
-use spartan_core::spec::Shape;
+use ndarray::Array4;
 use std::path::{Path, PathBuf};
 
 /// Why a data set could not be loaded.
@@ -70,97 +72,7 @@ pub enum DataError {
     Empty(String),
 }
 
-/// Labelled single-channel images, stored as raw `u8` pixels.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Dataset {
-    /// `len × height × width` pixels, row-major.
-    pub images: Vec<u8>,
-    /// One class index per image.
-    pub labels: Vec<u8>,
-    /// Image shape (channels = 1).
-    pub shape: Shape,
-    /// Where it came from, for messages and reports.
-    pub name: String,
-}
-
 impl Dataset {
-    /// Number of examples.
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    /// True when there is no example.
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-
-    /// Pixels per image.
-    pub fn image_len(&self) -> usize {
-        self.shape.len()
-    }
-
-    /// Pixels of image `i`.
-    pub fn image(&self, i: usize) -> &[u8] {
-        let n = self.image_len();
-        &self.images[i * n..(i + 1) * n]
-    }
-
-    /// Number of classes the labels imply (largest label + 1).
-    pub fn classes(&self) -> usize {
-        self.labels
-            .iter()
-            .copied()
-            .max()
-            .map_or(0, |m| m as usize + 1)
-    }
-
-    /// Examples `range` as a new data set.
-    pub fn slice(&self, range: std::ops::Range<usize>) -> Dataset {
-        let range = range.start.min(self.len())..range.end.min(self.len());
-        let n = self.image_len();
-        Dataset {
-            images: self.images[range.start * n..range.end * n].to_vec(),
-            labels: self.labels[range.clone()].to_vec(),
-            shape: self.shape,
-            name: format!("{}[{}..{}]", self.name, range.start, range.end),
-        }
-    }
-
-    /// The first `n` examples (or all).
-    pub fn take(&self, n: usize) -> Dataset {
-        if n >= self.len() {
-            return self.clone();
-        }
-        self.slice(0..n)
-    }
-
-    /// Checks every label is below `classes`.
-    pub fn check_classes(&self, classes: usize) -> Result<(), DataError> {
-        match self.labels.iter().position(|&l| l as usize >= classes) {
-            None => Ok(()),
-            Some(index) => Err(DataError::LabelOutOfRange {
-                source_name: self.name.clone(),
-                index,
-                label: self.labels[index],
-                classes,
-            }),
-        }
-    }
-
-    /// Checks the images have the shape a model expects.
-    pub fn check_shape(&self, want: Shape) -> Result<(), DataError> {
-        if self.shape == want {
-            return Ok(());
-        }
-        Err(DataError::ImageSize {
-            what: self.name.clone(),
-            got_h: self.shape.height as usize,
-            got_w: self.shape.width as usize,
-            want_h: want.height as usize,
-            want_w: want.width as usize,
-        })
-    }
-
     /// Builds a data set from decoded IDX images (rank 3) and labels (rank 1).
     pub fn from_idx(
         images: idx::IdxArray,
@@ -180,20 +92,14 @@ impl Dataset {
         if n == 0 || h == 0 || w == 0 {
             return Err(DataError::Empty(images_name.to_string()));
         }
-        let (h16, w16) = match (u16::try_from(h), u16::try_from(w)) {
-            (Ok(a), Ok(b)) => (a, b),
-            _ => {
-                return Err(DataError::Empty(format!(
-                    "{images_name} (images of {h}×{w} are too large)"
-                )))
-            }
-        };
-        Ok(Dataset {
-            images: images.data,
-            labels: labels.data,
-            shape: Shape::new(h16, w16, 1),
-            name: images_name.to_string(),
-        })
+        if u16::try_from(h).is_err() || u16::try_from(w).is_err() {
+            return Err(DataError::Empty(format!(
+                "{images_name} (images of {h}×{w} are too large)"
+            )));
+        }
+        let images = Array4::from_shape_vec((n, h, w, 1), images.data)
+            .map_err(|_| DataError::Empty(format!("{images_name} (header and data disagree)")))?;
+        Ok(Batch::new(images, labels.data, images_name))
     }
 }
 
@@ -246,7 +152,7 @@ fn load_pair(dir: &Path, images: usize, labels: usize) -> Result<Dataset, DataEr
 }
 
 fn checked_splits(train: Dataset, test: Dataset, source: String) -> Result<Splits, DataError> {
-    test.check_shape(train.shape)?;
+    test.check_shape(train.shape())?;
     let classes = train.classes().max(test.classes());
     train.check_classes(classes)?;
     Ok(Splits {
@@ -343,7 +249,7 @@ mod tests {
         let s = load_embedded().unwrap();
         assert_eq!(s.train.len(), 10_000);
         assert_eq!(s.test.len(), 2_000);
-        assert_eq!(s.train.shape, Shape::new(28, 28, 1));
+        assert_eq!(s.train.shape(), spartan_core::spec::Shape::new(28, 28, 1));
         assert_eq!(s.train.classes(), 10);
         // Every class is present in a sensible proportion.
         for c in 0..10u8 {

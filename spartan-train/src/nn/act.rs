@@ -1,12 +1,14 @@
 //! Applying a core [`Activation`] to a layer's pre-activations, forward and backward.
 //!
 //! The maths (forward value, synthetic gradient) is `spartan-core`'s; this module only
-//! decides what must be kept for the backward pass and how BPDA replaces a step.
+//! decides what must be kept for the backward pass and how a step is differentiated
+//! (docs/maths.md: composite activations; docs/attacks.md: BPDA).
 
 use super::kernels::{relu_in_place, relu_mask};
 use spartan_core::activation::Activation;
 
-/// What the backward pass uses in place of a step's derivative.
+/// What the backward pass uses in place of a step's derivative. An argument of every
+/// backward pass, never a setting of the network.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum GradMode {
     /// The composite activation's synthetic gradient (training, default BPDA attack).
@@ -14,6 +16,9 @@ pub enum GradMode {
     Surrogate,
     /// BPDA with the step taken as the identity: `H(z)` → 1, `H(cos z)` → `-sin z`.
     Identity,
+    /// The true derivative: zero through every step (almost everywhere). Gradient
+    /// attacks get nothing through a step this way: the masking BPDA undoes.
+    Exact,
 }
 
 /// True when backward needs the pre-activation `z` (steps); ReLU and linear layers
@@ -60,6 +65,7 @@ pub fn backward_in_place(
                 }
             }
             GradMode::Identity => {}
+            GradMode::Exact => grad.fill(0.0),
         },
     }
 }
@@ -95,6 +101,20 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The exact derivative is zero through every step, and leaves ReLU's alone.
+    #[test]
+    fn exact_mode_stops_gradients_at_steps_only() {
+        let z = [-1.0f32, 0.5, 2.0];
+        for act in [Activation::Hsat, Activation::CosHsnd { sigma: 1.0 }] {
+            let mut g = [1.0f32; 3];
+            backward_in_place(act, GradMode::Exact, &z, &[0.0, 1.0, 1.0], &mut g);
+            assert_eq!(g, [0.0; 3], "{act}");
+        }
+        let (relu, mut g) = (Activation::Relu, [1.0f32; 3]);
+        backward_in_place(relu, GradMode::Exact, &z, &z.map(|v| v.max(0.0)), &mut g);
+        assert_eq!(g, [0.0, 1.0, 1.0]);
     }
 
     #[test]

@@ -1,54 +1,54 @@
-//! Matrix multiplication for the layers: one safe entry point over row-major slices.
+//! Matrix multiplication for the layers: one safe entry point over 2-D `ndarray` views,
+//! handed to faer through the contiguous slices underneath.
 //!
 //! Backed by `faer` (runtime-dispatched AVX2/AVX-512 kernels). Measured on the 2-core
 //! dev machine for the dominant conv shape (576×288 · 288×32) it reaches ≈110 GFLOP/s
 //! per core, against ≈65 for `matrixmultiply` (see docs/performance.md).
 
 use faer::{Accum, MatMut, MatRef, Par};
+use ndarray::{ArrayView2, ArrayViewMut2};
 
-/// How an operand is read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Op {
-    /// As stored (row-major `rows × cols`).
-    N,
-    /// Transposed: the slice holds the `cols × rows` row-major matrix.
-    T,
+/// A faer view of a contiguous 2-D array: row-major, or the transpose of a row-major
+/// one (what `.t()` of a standard-layout array gives).
+fn mat_ref(a: ArrayView2<'_, f32>) -> MatRef<'_, f32> {
+    let (rows, cols) = a.dim();
+    if let Some(s) = a.to_slice() {
+        return MatRef::from_row_major_slice(s, rows, cols);
+    }
+    match a.reversed_axes().to_slice() {
+        Some(s) => MatRef::from_row_major_slice(s, cols, rows).transpose(),
+        None => panic!("matmul: operand is not contiguous"),
+    }
 }
 
-/// `c (m×n) = op(a) (m×k) · op(b) (k×n)`, or `c += …` when `accumulate`.
+/// `c = a · b`, or `c += a · b` when `accumulate`. Operands are contiguous: standard
+/// layout, or transposed views of standard-layout arrays (`x.t()`); `c` is standard.
 ///
 /// Always single-threaded: the network runs chunks of samples on different cores,
 /// which measured faster than splitting products (faer's own threads spin-wait, and
 /// lose badly when the VM steals a core).
 ///
-/// Slices must hold exactly the matrices described (checked; a mismatch is a bug).
+/// # Panics
+/// When the shapes do not chain or an operand is not contiguous (a caller's bug).
 pub fn matmul(
-    c: &mut [f32],
-    a: &[f32],
-    op_a: Op,
-    b: &[f32],
-    op_b: Op,
-    (m, k, n): (usize, usize, usize),
+    c: ArrayViewMut2<'_, f32>,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
     accumulate: bool,
 ) {
-    assert_eq!(c.len(), m * n, "matmul: output size");
-    assert_eq!(a.len(), m * k, "matmul: lhs size");
-    assert_eq!(b.len(), k * n, "matmul: rhs size");
-    let av = match op_a {
-        Op::N => MatRef::from_row_major_slice(a, m, k),
-        Op::T => MatRef::from_row_major_slice(a, k, m).transpose(),
+    let ((m, k), (k2, n)) = (a.dim(), b.dim());
+    assert_eq!(k, k2, "matmul: inner dimensions");
+    assert_eq!(c.dim(), (m, n), "matmul: output size");
+    let cv = match c.into_slice() {
+        Some(s) => MatMut::from_row_major_slice_mut(s, m, n),
+        None => panic!("matmul: output is not contiguous"),
     };
-    let bv = match op_b {
-        Op::N => MatRef::from_row_major_slice(b, k, n),
-        Op::T => MatRef::from_row_major_slice(b, n, k).transpose(),
-    };
-    let cv = MatMut::from_row_major_slice_mut(c, m, n);
     let accum = if accumulate {
         Accum::Add
     } else {
         Accum::Replace
     };
-    faer::linalg::matmul::matmul(cv, accum, av, bv, 1.0f32, Par::Seq);
+    faer::linalg::matmul::matmul(cv, accum, mat_ref(a), mat_ref(b), 1.0f32, Par::Seq);
 }
 
 #[cfg(test)]
@@ -81,16 +81,20 @@ mod tests {
         let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
         let want = naive(&a, &b, m, k, n);
-        let at = transpose(&a, m, k);
-        let bt = transpose(&b, k, n);
-        for (aa, oa) in [(&a, Op::N), (&at, Op::T)] {
-            for (bb, ob) in [(&b, Op::N), (&bt, Op::T)] {
-                let mut c = vec![1.0; m * n];
-                matmul(&mut c, aa, oa, bb, ob, (m, k, n), false);
+        let (at, bt) = (transpose(&a, m, k), transpose(&b, k, n));
+        let a2 = ArrayView2::from_shape((m, k), &a).unwrap();
+        let b2 = ArrayView2::from_shape((k, n), &b).unwrap();
+        // The same matrices stored transposed, read through `.t()`.
+        let at2 = ArrayView2::from_shape((k, m), &at).unwrap();
+        let bt2 = ArrayView2::from_shape((n, k), &bt).unwrap();
+        for aa in [a2, at2.t()] {
+            for bb in [b2, bt2.t()] {
+                let mut c = ndarray::Array2::from_elem((m, n), 1.0f32);
+                matmul(c.view_mut(), aa, bb, false);
                 for (x, y) in c.iter().zip(&want) {
                     assert!((x - y).abs() < 1e-5);
                 }
-                matmul(&mut c, aa, oa, bb, ob, (m, k, n), true);
+                matmul(c.view_mut(), aa, bb, true);
                 for (x, y) in c.iter().zip(&want) {
                     assert!((x - 2.0 * y).abs() < 1e-5);
                 }

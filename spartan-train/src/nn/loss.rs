@@ -1,8 +1,15 @@
 //! Softmax cross-entropy, the training loss (softmax is part of the loss, not the model).
 
+use ndarray::{Array1, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
+
 /// Cross-entropy of one row of logits against class `y`; writes `scale · ∂/∂logits`
 /// into `grad` (`scale` is `1 / batch` for a mean loss).
-pub fn cross_entropy_row(row: &[f32], y: usize, scale: f32, grad: &mut [f32]) -> f32 {
+pub fn cross_entropy_row(
+    row: ArrayView1<'_, f32>,
+    y: usize,
+    scale: f32,
+    mut grad: ArrayViewMut1<'_, f32>,
+) -> f32 {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0.0f32;
     for (gi, &z) in grad.iter_mut().zip(row) {
@@ -16,19 +23,18 @@ pub fn cross_entropy_row(row: &[f32], y: usize, scale: f32, grad: &mut [f32]) ->
     sum.ln() - (row[y] - max)
 }
 
-/// Mean cross-entropy of `logits` (`batch × classes`, row-major) against `labels`, and
-/// its gradient with respect to the logits, written into `grad`.
+/// Mean cross-entropy of `logits` (`batch × classes`) against `labels`, and its
+/// gradient with respect to the logits, written into `grad`.
 pub fn softmax_cross_entropy(
-    logits: &[f32],
+    logits: ArrayView2<'_, f32>,
     labels: &[u8],
-    classes: usize,
-    grad: &mut [f32],
+    mut grad: ArrayViewMut2<'_, f32>,
 ) -> f32 {
     let batch = labels.len();
     let mut total = 0.0f64;
     for ((row, g), &y) in logits
-        .chunks_exact(classes)
-        .zip(grad.chunks_exact_mut(classes))
+        .axis_iter(Axis(0))
+        .zip(grad.axis_iter_mut(Axis(0)))
         .zip(labels)
     {
         total += f64::from(cross_entropy_row(row, y as usize, 1.0 / batch as f32, g));
@@ -37,11 +43,11 @@ pub fn softmax_cross_entropy(
 }
 
 /// Softmax probabilities of one row of logits.
-pub fn softmax(logits: &[f32]) -> Vec<f32> {
+pub fn softmax(logits: ArrayView1<'_, f32>) -> Array1<f32> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let e: Vec<f32> = logits.iter().map(|z| (z - max).exp()).collect();
+    let e = logits.mapv(|z| (z - max).exp());
     let s: f32 = e.iter().sum();
-    e.into_iter().map(|v| v / s).collect()
+    e.mapv(|v| v / s)
 }
 
 #[cfg(test)]
@@ -50,24 +56,33 @@ mod tests {
 
     #[test]
     fn gradient_matches_finite_differences() {
-        let logits = vec![0.3f32, -1.2, 2.0, 0.1, 0.5, -0.7];
+        use ndarray::{array, Array2};
+        let logits = array![[0.3f32, -1.2, 2.0], [0.1, 0.5, -0.7]];
         let labels = [2u8, 0];
-        let mut g = vec![0.0; 6];
-        let l0 = softmax_cross_entropy(&logits, &labels, 3, &mut g);
+        let mut g = Array2::zeros((2, 3));
+        let l0 = softmax_cross_entropy(logits.view(), &labels, g.view_mut());
         // Uniform logits give ln(classes).
-        let mut tmp = vec![0.0; 3];
-        let u = softmax_cross_entropy(&[1.0; 3], &[1], 3, &mut tmp);
+        let mut tmp = Array2::zeros((2, 3));
+        let u = softmax_cross_entropy(array![[1.0f32; 3]].view(), &[1], tmp.view_mut());
         assert!((u - 3f32.ln()).abs() < 1e-6);
         let h = 1e-3;
-        for i in 0..6 {
-            let mut p = logits.clone();
-            p[i] += h;
-            let lp = softmax_cross_entropy(&p, &labels, 3, &mut tmp.repeat(2));
-            p[i] -= 2.0 * h;
-            let lm = softmax_cross_entropy(&p, &labels, 3, &mut tmp.repeat(2));
-            let fd = (lp - lm) / (2.0 * h);
-            assert!((fd - g[i]).abs() < 1e-3, "logit {i}: {fd} vs {}", g[i]);
+        for i in 0..2 {
+            for j in 0..3 {
+                let mut p = logits.clone();
+                p[[i, j]] += h;
+                let lp = softmax_cross_entropy(p.view(), &labels, tmp.view_mut());
+                p[[i, j]] -= 2.0 * h;
+                let lm = softmax_cross_entropy(p.view(), &labels, tmp.view_mut());
+                let fd = (lp - lm) / (2.0 * h);
+                assert!(
+                    (fd - g[[i, j]]).abs() < 1e-3,
+                    "logit {i},{j}: {fd} vs {}",
+                    g[[i, j]]
+                );
+            }
         }
         assert!(l0 > 0.0);
+        let p = softmax(logits.row(0));
+        assert!((p.sum() - 1.0).abs() < 1e-6 && p[2] > p[0] && p[0] > p[1]);
     }
 }

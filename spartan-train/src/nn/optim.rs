@@ -1,5 +1,6 @@
 //! Adam (Kingma & Ba), the optimiser of the paper's Keras implementation.
 
+use ndarray::{ArrayViewD, ArrayViewMutD};
 use serde::{Deserialize, Serialize};
 
 /// Adam hyper-parameters.
@@ -48,12 +49,13 @@ impl AdamState {
         }
     }
 
-    /// Applies one update to `params` (paired with their gradients), in the same order
-    /// as the lengths given to [`new`](Self::new).
+    /// Applies one update to `params` (paired with their gradients, e.g.
+    /// `net.params_mut()` with `grads.tensors()`), in the same order as the lengths
+    /// given to [`new`](Self::new).
     pub fn step<'a>(
         &mut self,
         cfg: &AdamConfig,
-        params: impl IntoIterator<Item = (&'a mut [f32], &'a [f32])>,
+        params: impl IntoIterator<Item = (ArrayViewMutD<'a, f32>, ArrayViewD<'a, f32>)>,
     ) {
         self.t += 1;
         let t = self.t as i32;
@@ -61,11 +63,11 @@ impl AdamState {
         let bc2 = 1.0 - cfg.beta2.powi(t);
         // Keras/TF form: lr_t = lr·√(1-β2ᵗ)/(1-β1ᵗ), θ -= lr_t·m/(√v + ε).
         let lr_t = cfg.lr * bc2.sqrt() / bc1;
-        for ((p, g), (m, v)) in params
+        for ((mut p, g), (m, v)) in params
             .into_iter()
             .zip(self.m.iter_mut().zip(self.v.iter_mut()))
         {
-            for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            for (((p, &g), m), v) in p.iter_mut().zip(&g).zip(m.iter_mut()).zip(v.iter_mut()) {
                 *m = cfg.beta1 * *m + (1.0 - cfg.beta1) * g;
                 *v = cfg.beta2 * *v + (1.0 - cfg.beta2) * g * g;
                 *p -= lr_t * *m / (v.sqrt() + cfg.eps);
@@ -82,9 +84,9 @@ mod tests {
     fn first_step_moves_each_parameter_by_lr_against_its_gradient_sign() {
         let cfg = AdamConfig::default();
         let mut st = AdamState::new([3]);
-        let mut p = vec![1.0f32, 1.0, 1.0];
-        let g = vec![0.5f32, -2.0, 0.0];
-        st.step(&cfg, [(p.as_mut_slice(), g.as_slice())]);
+        let mut p = ndarray::arr1(&[1.0f32, 1.0, 1.0]).into_dyn();
+        let g = ndarray::arr1(&[0.5f32, -2.0, 0.0]).into_dyn();
+        st.step(&cfg, [(p.view_mut(), g.view())]);
         // m̂ = g, v̂ = g², so the step is lr·g/|g| (ε aside).
         assert!((p[0] - (1.0 - 1e-3)).abs() < 1e-6);
         assert!((p[1] - (1.0 + 1e-3)).abs() < 1e-6);
@@ -98,10 +100,10 @@ mod tests {
             ..Default::default()
         };
         let mut st = AdamState::new([2]);
-        let mut p = vec![3.0f32, -2.0];
+        let mut p = ndarray::arr1(&[3.0f32, -2.0]).into_dyn();
         for _ in 0..2000 {
-            let g: Vec<f32> = p.iter().map(|x| 2.0 * (x - 1.0)).collect();
-            st.step(&cfg, [(p.as_mut_slice(), g.as_slice())]);
+            let g = p.mapv(|x| 2.0 * (x - 1.0));
+            st.step(&cfg, [(p.view_mut(), g.view())]);
         }
         assert!(p.iter().all(|x| (x - 1.0).abs() < 1e-2), "{p:?}");
     }

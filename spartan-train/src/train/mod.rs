@@ -5,17 +5,17 @@ mod run_dir;
 
 pub use run_dir::{files, read_config, RunDir};
 
-use crate::data::Splits;
+use crate::data::{Batch, Pixel, Splits};
 use crate::eval::evaluate;
-use crate::nn::network::Init;
+use crate::nn::loss::cross_entropy_row;
 use crate::nn::optim::{AdamConfig, AdamState};
-use crate::nn::Network;
+use crate::nn::{Gradients, Init, Network, Pass, Workspace};
 use crate::observe::Observer;
+use ndarray::{ArrayView1, ArrayView4, ArrayViewMut1};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use spartan_core::filter::pixel_to_unit;
 use spartan_core::spec::ArchSpec;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -179,54 +179,82 @@ pub fn epoch_order(seed: u64, epoch: usize, n: usize) -> Vec<usize> {
     order
 }
 
-/// Where a training loop reads its images from.
-pub enum ImageSource<'a> {
-    /// Raw pixels, converted with the core's `pixel_to_unit` per batch.
-    Pixels(&'a crate::data::Dataset),
-    /// Ready network input (e.g. synthetic points of the black-box attack).
-    Values {
-        /// `n × len` values in `[0, 1]`.
-        x: &'a [f32],
-        /// Values per image.
-        len: usize,
-    },
+/// The training objective on a labelled batch: mean cross-entropy plus the layers'
+/// regularisers, with all parameter gradients (into `grads`). Returns (cross-entropy,
+/// regulariser).
+pub fn loss_and_grads(
+    net: &Network,
+    x: ArrayView4<'_, f32>,
+    labels: &[u8],
+    ws: &mut Workspace,
+    grads: &mut Gradients,
+) -> (f32, f32) {
+    let scale = 1.0 / labels.len().max(1) as f32;
+    let upstream = |i: usize, row: ArrayView1<'_, f32>, g: ArrayViewMut1<'_, f32>| {
+        cross_entropy_row(row, labels[i] as usize, scale, g) * scale
+    };
+    let b = net.backward(x, &Pass::training(net), upstream, ws, Some(grads));
+    (b.totals.loss as f32, b.totals.regularizer)
 }
 
-impl ImageSource<'_> {
-    fn extend(&self, i: usize, out: &mut Vec<f32>) {
-        match self {
-            ImageSource::Pixels(d) => out.extend(d.image(i).iter().map(|&p| pixel_to_unit(p))),
-            ImageSource::Values { x, len } => out.extend_from_slice(&x[i * len..(i + 1) * len]),
+/// A network with what training it needs besides: optimiser state, a gradient buffer
+/// and a workspace.
+#[derive(Debug)]
+pub struct Trainer {
+    /// The network being trained.
+    pub net: Network,
+    /// Adam's moments.
+    pub adam: AdamState,
+    grads: Gradients,
+    ws: Workspace,
+}
+
+impl Trainer {
+    /// Fresh optimiser state for `net`.
+    pub fn new(net: Network) -> Self {
+        Trainer {
+            adam: AdamState::new(net.param_lens()),
+            grads: Gradients::zeros(&net),
+            ws: Workspace::new(),
+            net,
         }
     }
-}
 
-/// One pass over `order` in batches: loss and gradients (with regularisers), an Adam
-/// step, and the post-update projections. `on_step` receives each batch's loss.
-#[allow(clippy::too_many_arguments)]
-pub fn fit_epoch(
-    net: &mut Network,
-    adam: &mut AdamState,
-    cfg: &AdamConfig,
-    images: &ImageSource<'_>,
-    labels: &[u8],
-    order: &[usize],
-    batch: usize,
-    mut on_step: impl FnMut(f32),
-) {
-    let mut x = Vec::new();
-    let mut y = Vec::new();
-    for idx in order.chunks(batch.max(1)) {
-        x.clear();
-        y.clear();
-        for &i in idx {
-            images.extend(i, &mut x);
-            y.push(labels[i]);
+    /// One step on a labelled batch: loss and gradients (with regularisers), an Adam
+    /// step, the post-update projections. Returns the loss with its regulariser.
+    pub fn step(&mut self, cfg: &AdamConfig, x: ArrayView4<'_, f32>, labels: &[u8]) -> f32 {
+        let (ce, reg) = loss_and_grads(&self.net, x, labels, &mut self.ws, &mut self.grads);
+        let params = self.net.params_mut().into_iter().zip(self.grads.tensors());
+        self.adam.step(cfg, params);
+        self.net.project();
+        ce + reg
+    }
+
+    /// One pass over `order` (indices into `data`) in batches of `batch`; `on_step`
+    /// receives each batch's loss.
+    pub fn epoch(
+        &mut self,
+        cfg: &AdamConfig,
+        data: &Batch<impl Pixel>,
+        order: &[usize],
+        batch: usize,
+        mut on_step: impl FnMut(f32),
+    ) {
+        let (mut buf, mut labels) = (Vec::new(), Vec::new());
+        for idx in order.chunks(batch.max(1)) {
+            let x = data.gather_input(idx, &mut buf, &mut labels);
+            on_step(self.step(cfg, x, &labels));
         }
-        let (ce, reg) = net.loss_and_grads(&x, &y);
-        adam.step(cfg, net.params_and_grads());
-        net.after_update();
-        on_step(ce + reg);
+    }
+
+    /// The network and the workspace (to run other passes in the same buffers).
+    pub fn parts(&mut self) -> (&Network, &mut Workspace) {
+        (&self.net, &mut self.ws)
+    }
+
+    /// The trained network.
+    pub fn into_network(self) -> Network {
+        self.net
     }
 }
 
@@ -264,11 +292,11 @@ pub fn train(
     data.test.check_classes(config.spec.classes())?;
     let run = RunDir::create(out)?;
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-    let mut net = Network::init_with(&config.spec, config.init, &mut rng)?;
+    let mut trainer = Trainer::new(Network::init_with(&config.spec, config.init, &mut rng)?);
     let mut state = Checkpoint {
         epochs_done: 0,
         params: Vec::new(),
-        adam: AdamState::new(net.param_lens()),
+        adam: trainer.adam.clone(),
         losses: Vec::new(),
         test_accuracy: Vec::new(),
         seconds: 0.0,
@@ -276,8 +304,12 @@ pub fn train(
     let checkpoint = if resume { run.load_checkpoint()? } else { None };
     match checkpoint {
         Some(ck) => {
-            net.set_param_values(&ck.params)
-                .map_err(|message| run.resume_error(files::CHECKPOINT, message))?;
+            let bad = |message| run.resume_error(files::CHECKPOINT, message);
+            trainer.net.set_param_values(&ck.params).map_err(bad)?;
+            if ck.adam.m.len() != ck.params.len() {
+                return Err(bad("optimiser state does not match the parameters".into()));
+            }
+            trainer.adam = ck.adam.clone();
             state = ck;
         }
         None => run.save_config(config)?,
@@ -291,40 +323,31 @@ pub fn train(
         total,
         (state.epochs_done * batches_per_epoch) as u64,
     );
-    let images = ImageSource::Pixels(&data.train);
     for epoch in state.epochs_done..config.epochs {
         let started = Instant::now();
         let order = epoch_order(config.seed, epoch, n);
         let first = state.losses.len();
         let adam = config.adam_for_epoch(epoch);
-        fit_epoch(
-            &mut net,
-            &mut state.adam,
-            &adam,
-            &images,
-            &data.train.labels,
-            &order,
-            config.batch,
-            |loss| {
-                state.losses.push(loss);
-                observer.advance(1);
-                let steps = state.losses.len() - first;
-                if steps.is_multiple_of(10) {
-                    let secs = started.elapsed().as_secs_f64().max(1e-9);
-                    observer.status(&format!(
-                        "epoch {}/{} loss {loss:.4} {:.0} samples/s",
-                        epoch + 1,
-                        config.epochs,
-                        (steps * config.batch) as f64 / secs
-                    ));
-                }
-            },
-        );
+        trainer.epoch(&adam, &data.train, &order, config.batch, |loss| {
+            state.losses.push(loss);
+            observer.advance(1);
+            let steps = state.losses.len() - first;
+            if steps.is_multiple_of(10) {
+                let secs = started.elapsed().as_secs_f64().max(1e-9);
+                observer.status(&format!(
+                    "epoch {}/{} loss {loss:.4} {:.0} samples/s",
+                    epoch + 1,
+                    config.epochs,
+                    (steps * config.batch) as f64 / secs
+                ));
+            }
+        });
         state.seconds += started.elapsed().as_secs_f64();
-        let acc = evaluate(&mut net, &data.test).accuracy;
+        let acc = evaluate(&trainer.net, &data.test).accuracy;
         state.test_accuracy.push(acc);
         state.epochs_done = epoch + 1;
-        state.params = net.param_values();
+        state.params = trainer.net.param_values();
+        state.adam = trainer.adam.clone();
         run.save_checkpoint(&state)?;
         run.save_losses(&state.losses, batches_per_epoch)?;
         observer.epoch_done(&EpochDone {
@@ -338,10 +361,11 @@ pub fn train(
     }
     observer.end();
 
+    let net = trainer.into_network();
     run.save_model(&net)?;
     let test_accuracy = match state.test_accuracy.last() {
         Some(&a) => a,
-        None => evaluate(&mut net, &data.test).accuracy,
+        None => evaluate(&net, &data.test).accuracy,
     };
     let summary = Summary {
         arch: config.arch_name.clone(),

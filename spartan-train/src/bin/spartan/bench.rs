@@ -1,11 +1,15 @@
 //! Throughput measurements printed in the same form as `../shared/bench/peer_bench.py`,
 //! so our figures and the PyTorch/Keras peers' can be read side by side.
 
+use ndarray::{s, Array4, Axis};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use spartan_core::spec::ArchSpec;
-use spartan_train::nn::optim::{AdamConfig, AdamState};
-use spartan_train::nn::Network;
+use spartan_train::data::{Batch, Dataset};
+use spartan_train::int8::Int8Runner;
+use spartan_train::nn::optim::AdamConfig;
+use spartan_train::nn::{Network, Workspace};
+use spartan_train::train::Trainer;
 use std::time::Instant;
 
 /// Median, min and max of a set of rates.
@@ -84,44 +88,45 @@ pub struct TrainBench {
 /// (like the peer script), and float inference at batch 1 and 256.
 pub fn bench_train(spec: &ArchSpec, batch: usize, steps: usize, repeats: usize) -> TrainBench {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let mut net = Network::init(spec, &mut rng).expect("valid spec");
-    let n_in = net.input_len();
-    let classes = net.classes();
-    let x: Vec<f32> = (0..batch * n_in)
-        .map(|_| rng.random_range(0.0..1.0))
-        .collect();
+    let net = Network::init(spec, &mut rng).expect("valid spec");
+    let (s, classes) = (net.shapes()[0], net.classes());
+    let random = |rng: &mut ChaCha8Rng, n: usize| {
+        let dim = (n, s.height as usize, s.width as usize, s.channels as usize);
+        let values = (0..n * s.len())
+            .map(|_| rng.random_range(0.0..1.0))
+            .collect();
+        Array4::from_shape_vec(dim, values).expect("sizes from the shape")
+    };
+    let x = random(&mut rng, batch);
     let y: Vec<u8> = (0..batch)
         .map(|_| rng.random_range(0..classes as u8))
         .collect();
     let cfg = AdamConfig::default();
-    let mut adam = AdamState::new(net.param_lens());
+    let mut trainer = Trainer::new(net);
     let train = throughput(
         || {
-            net.loss_and_grads(&x, &y);
-            adam.step(&cfg, net.params_and_grads());
-            net.after_update();
+            trainer.step(&cfg, x.view(), &y);
         },
         batch,
         steps,
         repeats,
         5,
     );
-    let x1: Vec<f32> = x[..n_in].to_vec();
+    let (net, ws) = trainer.parts();
+    let x1 = x.slice(s![..1, .., .., ..]);
     let infer_b1 = throughput(
         || {
-            std::hint::black_box(net.forward(&x1, 1));
+            std::hint::black_box(net.forward(x1, ws));
         },
         1,
         300,
         repeats,
         20,
     );
-    let x256: Vec<f32> = (0..256 * n_in)
-        .map(|_| rng.random_range(0.0..1.0))
-        .collect();
+    let x256 = random(&mut rng, 256);
     let infer_b256 = throughput(
         || {
-            std::hint::black_box(net.forward(&x256, 256));
+            std::hint::black_box(net.forward(x256.view(), ws));
         },
         256,
         10,
@@ -146,20 +151,15 @@ pub struct InferBench {
 }
 
 /// Measures the core's int8 path on `images` (raw pixels, cycled).
-pub fn bench_int8(
-    runner: &spartan_train::int8::Int8Runner<'_>,
-    images: &[u8],
-    repeats: usize,
-) -> InferBench {
+pub fn bench_int8(runner: &Int8Runner<'_>, images: &Dataset, repeats: usize) -> InferBench {
     let m = &runner.model;
-    let len = m.input_len();
-    let n_img = images.len() / len;
+    let n_img = images.len();
     let mut arena = vec![0u8; m.arena_len()];
     let mut logits = vec![0i8; m.classes()];
     let mut i = 0usize;
     let b1 = throughput(
         || {
-            let img = &images[(i % n_img) * len..(i % n_img + 1) * len];
+            let img = images.image(i % n_img);
             i += 1;
             std::hint::black_box(m.infer(img, &mut arena, &mut logits).unwrap_or(0));
         },
@@ -168,7 +168,10 @@ pub fn bench_int8(
         repeats,
         50,
     );
-    let batch: Vec<u8> = images.iter().copied().cycle().take(256 * len).collect();
+    let batch: Vec<u8> = (0..256)
+        .flat_map(|i| images.image(i % n_img))
+        .copied()
+        .collect();
     let b256 = throughput(
         || {
             std::hint::black_box(runner.run(&batch, 256));
@@ -184,26 +187,28 @@ pub fn bench_int8(
     }
 }
 
-/// Measures the trainer's f32 forward pass on `images` (values in `[0, 1]`, cycled).
-pub fn bench_f32(net: &mut Network, images: &[f32], repeats: usize) -> InferBench {
-    let len = net.input_len();
-    let n_img = images.len() / len;
+/// Measures the trainer's f32 forward pass on `images` (cycled), in one workspace.
+pub fn bench_f32(net: &Network, images: &Batch<f32>, repeats: usize) -> InferBench {
+    let n_img = images.len();
+    let all = images.images();
+    let mut ws = Workspace::new();
     let mut i = 0usize;
     let b1 = throughput(
         || {
-            let img = &images[(i % n_img) * len..(i % n_img + 1) * len];
+            let k = i % n_img;
             i += 1;
-            std::hint::black_box(net.forward(img, 1));
+            std::hint::black_box(net.forward(all.slice(s![k..k + 1, .., .., ..]), &mut ws));
         },
         1,
         300,
         repeats,
         20,
     );
-    let batch: Vec<f32> = images.iter().copied().cycle().take(256 * len).collect();
+    let cycled: Vec<usize> = (0..256).map(|i| i % n_img).collect();
+    let batch = all.select(Axis(0), &cycled);
     let b256 = throughput(
         || {
-            std::hint::black_box(net.forward(&batch, 256));
+            std::hint::black_box(net.forward(batch.view(), &mut ws));
         },
         256,
         10,

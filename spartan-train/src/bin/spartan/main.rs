@@ -4,9 +4,13 @@
 
 mod bench;
 mod cli;
-// The host client keeps a complete API (e.g. `Client::into_inner`) beyond what the CLI uses.
+// The host client keeps a complete API (`Client::info`, `into_inner`, `SerialLink::new`
+// for the tests) beyond what the CLI uses.
 #[allow(dead_code)]
 mod device;
+// The host client against a fake device (unit tests: the client is the binary's).
+#[cfg(test)]
+mod device_link_tests;
 mod plot;
 mod progress;
 mod report;

@@ -7,15 +7,14 @@ use crate::progress::Progress;
 use anyhow::Context;
 use spartan_core::spec::{ArchSpec, LayerSpec, NamedParams, NAMED_ARCHITECTURES};
 use spartan_train::attack::blackbox::{black_box, BlackBoxConfig};
-use spartan_train::attack::sweep::{white_box_sweep, AttackReport, Batch, WhiteBox};
+use spartan_train::attack::sweep::{white_box_sweep, AttackReport, WhiteBox, WhiteBoxConfig};
 use spartan_train::certify::{
     certify_set, Certifier, CertifyReport, Grid, ImageSet, DEFAULT_BUDGET, DEFAULT_CLUSTER,
 };
 use spartan_train::data::Splits;
-use spartan_train::eval::batch_input;
 use spartan_train::fsutil::write_atomic_str;
 use spartan_train::nn::optim::AdamConfig;
-use spartan_train::nn::Network;
+use spartan_train::nn::{GradMode, Network};
 use spartan_train::train::{self, Summary, TrainConfig};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -112,18 +111,10 @@ pub fn reproduce(
         .with_context(|| format!("cannot create {}", cfg.out.display()))?;
     let started = Instant::now();
     let eval_set = data.test.slice(cfg.holdout..data.test.len());
-    let to_batch = |d: &spartan_train::data::Dataset| {
-        let mut x = Vec::new();
-        batch_input(d, 0..d.len(), &mut x);
-        Batch {
-            x,
-            labels: d.labels.clone(),
-        }
-    };
-    let holdout = to_batch(&data.test.slice(0..cfg.holdout));
-    let eval = to_batch(&eval_set);
+    let holdout = data.test.slice(0..cfg.holdout).to_input();
+    let eval = eval_set.to_input();
     let white_set = eval_set.take(cfg.white_box_images);
-    let white = to_batch(&white_set);
+    let white = white_set.to_input();
     let stages = NAMED_ARCHITECTURES.len() * (5 + usize::from(!cfg.certify_eps.is_empty()));
     let mut stage = 0;
     let mut note = |what: &str| {
@@ -157,29 +148,19 @@ pub fn reproduce(
             seed: cfg.seed,
             ..BlackBoxConfig::default()
         };
-        let input = net.shapes()[0];
         let blackbox = attack_stage(&attacks.join("blackbox"), arch, &key, || {
-            black_box(
-                &mut net,
-                &holdout,
-                &eval,
-                (input, 10),
-                &cfg.eps,
-                &bb_cfg,
-                progress,
-            )
+            black_box(&mut net, &holdout, &eval, 10, &cfg.eps, &bb_cfg, progress)
         })?;
+        let white_box = |attack, grad| WhiteBoxConfig {
+            attack,
+            grad,
+            use_labels: true,
+            seed: cfg.seed,
+        };
+        let sweep = |wb: WhiteBoxConfig| white_box_sweep(&net, &white, &cfg.eps, &wb, progress);
         note(&format!("white-box FGSM on {arch}"));
         let fgsm = attack_stage(&attacks.join("fgsm"), arch, &key, || {
-            white_box_sweep(
-                &mut net,
-                &white,
-                &cfg.eps,
-                WhiteBox::Fgsm,
-                true,
-                cfg.seed,
-                progress,
-            )
+            sweep(white_box(WhiteBox::Fgsm, GradMode::Surrogate))
         })?;
         note(&format!("white-box PGD on {arch}"));
         let pgd_attack = WhiteBox::Pgd {
@@ -188,21 +169,12 @@ pub fn reproduce(
             random_start: true,
         };
         let pgd = attack_stage(&attacks.join("pgd"), arch, &key, || {
-            white_box_sweep(
-                &mut net, &white, &cfg.eps, pgd_attack, true, cfg.seed, progress,
-            )
+            sweep(white_box(pgd_attack, GradMode::Surrogate))
         })?;
         note(&format!("white-box PGD (BPDA identity) on {arch}"));
-        let previous = std::mem::replace(
-            &mut net.grad_mode,
-            spartan_train::nn::act::GradMode::Identity,
-        );
         let pgd_identity = attack_stage(&attacks.join("pgd-identity"), arch, &key, || {
-            white_box_sweep(
-                &mut net, &white, &cfg.eps, pgd_attack, true, cfg.seed, progress,
-            )
+            sweep(white_box(pgd_attack, GradMode::Identity))
         })?;
-        net.grad_mode = previous;
         let certify = if cfg.certify_eps.is_empty() {
             None
         } else {
@@ -333,8 +305,7 @@ fn certify_stage(
     let shape = f32m.shapes()[0];
     let cert = Certifier::new(f32m)?;
     let set = ImageSet {
-        pixels: &images.images,
-        labels: &images.labels,
+        images,
         first_index: cfg.holdout,
     };
     let (report, found) = certify_set(

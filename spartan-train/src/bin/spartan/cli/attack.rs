@@ -5,11 +5,10 @@ use crate::progress::Progress;
 use anyhow::{bail, Context};
 use spartan_train::attack::blackbox::{black_box, BlackBoxConfig, SubstituteKind};
 use spartan_train::attack::eps::{parse_eps, DEFAULT_EPS};
-use spartan_train::attack::sweep::{white_box_sweep, Batch, WhiteBox};
-use spartan_train::data::{self, Dataset};
-use spartan_train::eval::batch_input;
+use spartan_train::attack::sweep::{white_box_sweep, WhiteBox, WhiteBoxConfig};
+use spartan_train::data;
 use spartan_train::int8::Int8Runner;
-use spartan_train::nn::act::GradMode;
+use spartan_train::nn::GradMode;
 use std::path::PathBuf;
 
 /// Which attack.
@@ -30,6 +29,8 @@ pub enum Bpda {
     Surrogate,
     /// The identity (`H(cos z)` as `cos z`).
     Identity,
+    /// None: the true derivative, zero through steps (shows the masking BPDA undoes).
+    Exact,
 }
 
 /// `--substitute` values (the library's [`SubstituteKind`]).
@@ -97,16 +98,6 @@ pub struct AttackArgs {
     pub out: PathBuf,
 }
 
-/// Converts a data set to network input.
-pub fn to_batch(d: &Dataset) -> Batch {
-    let mut x = Vec::new();
-    batch_input(d, 0..d.len(), &mut x);
-    Batch {
-        x,
-        labels: d.labels.clone(),
-    }
-}
-
 pub(super) fn attack(a: AttackArgs, progress: Progress) -> anyhow::Result<()> {
     let eps = parse_eps(&a.eps).map_err(|e| anyhow::anyhow!("--eps: {e}"))?;
     if a.pgd_steps == 0 || a.pgd_steps > 10_000 {
@@ -125,7 +116,7 @@ pub(super) fn attack(a: AttackArgs, progress: Progress) -> anyhow::Result<()> {
         );
     }
     let eval = test.slice(a.holdout..test.len());
-    let holdout = || to_batch(&test.slice(0..a.holdout));
+    let holdout = || test.slice(0..a.holdout).to_input();
     let bb_cfg = BlackBoxConfig {
         holdout: a.holdout,
         substitute: a.substitute.into(),
@@ -147,8 +138,8 @@ pub(super) fn attack(a: AttackArgs, progress: Progress) -> anyhow::Result<()> {
             let report = black_box(
                 &mut runner,
                 &holdout(),
-                &to_batch(&eval),
-                (input, classes),
+                &eval.to_input(),
+                classes,
                 &eps,
                 &bb_cfg,
                 &progress,
@@ -160,19 +151,19 @@ pub(super) fn attack(a: AttackArgs, progress: Progress) -> anyhow::Result<()> {
     test.check_shape(net.shapes()[0])
         .context("the data does not fit the model")?;
     test.check_classes(net.classes())?;
-    net.grad_mode = match a.bpda {
+    let grad = match a.bpda {
         Bpda::Surrogate => GradMode::Surrogate,
         Bpda::Identity => GradMode::Identity,
+        Bpda::Exact => GradMode::Exact,
     };
     let report = match a.attack {
         AttackKind::Blackbox => {
             let classes = u16::try_from(net.classes()).context("too many classes")?;
-            let input = net.shapes()[0];
             black_box(
                 &mut net,
                 &holdout(),
-                &to_batch(&eval),
-                (input, classes),
+                &eval.to_input(),
+                classes,
                 &eps,
                 &bb_cfg,
                 &progress,
@@ -190,16 +181,14 @@ pub(super) fn attack(a: AttackArgs, progress: Progress) -> anyhow::Result<()> {
                     random_start: !a.no_random_start,
                 },
             };
-            let data = to_batch(&eval.take(a.white_box_images));
-            white_box_sweep(
-                &mut net,
-                &data,
-                &eps,
+            let cfg = WhiteBoxConfig {
                 attack,
-                !a.predicted_targets,
-                a.seed,
-                &progress,
-            )
+                grad,
+                use_labels: !a.predicted_targets,
+                seed: a.seed,
+            };
+            let data = eval.take(a.white_box_images).to_input();
+            white_box_sweep(&net, &data, &eps, &cfg, &progress)
         }
     };
     finish(&a, report)

@@ -3,7 +3,6 @@
 use crate::bench::{bench_f32, bench_int8};
 use anyhow::Context;
 use spartan_train::data;
-use spartan_train::eval::batch_input;
 use spartan_train::int8::Int8Runner;
 use spartan_train::quantize::quantize;
 use std::path::PathBuf;
@@ -28,13 +27,9 @@ pub(super) fn bench_infer(a: BenchInferArgs) -> anyhow::Result<()> {
     let test = splits.test.take(1000);
     let (f32_net, int8_bytes) = match super::load_any_model(&a.model)? {
         super::AnyModel::F32(net) => {
-            let mut net = *net;
-            let calib = splits.train.take(2000);
-            let mut x = Vec::new();
-            batch_input(&calib, 0..calib.len(), &mut x);
-            let q =
-                quantize(&mut net, &x, calib.len()).context("quantising for the int8 figures")?;
-            (Some(net), q)
+            let calib = splits.train.take(2000).to_input();
+            let q = quantize(&net, calib.images()).context("quantising for the int8 figures")?;
+            (Some(*net), q)
         }
         super::AnyModel::Int8(bytes) => (None, bytes),
     };
@@ -46,10 +41,8 @@ pub(super) fn bench_infer(a: BenchInferArgs) -> anyhow::Result<()> {
         runner.model.spec().layers.len(),
         rayon::current_num_threads()
     );
-    if let Some(mut net) = f32_net {
-        let mut x = Vec::new();
-        batch_input(&test, 0..test.len(), &mut x);
-        let r = bench_f32(&mut net, &x, a.repeats);
+    if let Some(net) = f32_net {
+        let r = bench_f32(&net, &test.to_input(), a.repeats);
         println!("{}", r.b1.line("spartan-f32", "infer_b1"));
         println!("{}", r.b256.line("spartan-f32", "infer_b256"));
         println!(
@@ -57,7 +50,7 @@ pub(super) fn bench_infer(a: BenchInferArgs) -> anyhow::Result<()> {
             1000.0 / r.b1.median.max(1e-12)
         );
     }
-    let r = bench_int8(&runner, &test.images, a.repeats);
+    let r = bench_int8(&runner, &test, a.repeats);
     println!("{}", r.b1.line("spartan-int8", "infer_b1"));
     println!("{}", r.b256.line("spartan-int8", "infer_b256"));
     println!(

@@ -93,8 +93,7 @@ pub(super) fn certify(a: CertifyArgs, progress: Progress) -> anyhow::Result<()> 
     test.check_classes(cert.model().classes())?;
     let set = test.slice(a.holdout..test.len()).take(a.images);
     let images = ImageSet {
-        pixels: &set.images,
-        labels: &set.labels,
+        images: &set,
         first_index: a.holdout,
     };
     let (report, found) = certify_set(

@@ -56,8 +56,8 @@ pub enum Command {
     Attack(attack::AttackArgs),
     /// Prove robustness: certified accuracy (a lower bound) with checked counterexamples.
     Certify(certify::CertifyArgs),
-    /// Stream test images to a device (serial port or the firmware under QEMU) and
-    /// report its accuracy and agreement with the host.
+    /// Stream test images to a device (a board on a serial port, or the firmware under
+    /// QEMU) and report its accuracy and agreement with the host; --list the ports.
     Device(device::DeviceArgs),
     /// Measure throughput (printed like the peer benchmark script).
     #[command(subcommand)]
@@ -78,7 +78,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Attack(a) => attack::attack(a, progress),
         Command::Certify(a) => certify::certify(a, progress),
         Command::Reproduce(a) => reproduce::reproduce(a, progress),
-        Command::Device(a) => device::device(a),
+        Command::Device(a) => device::device(a, progress),
     }
 }
 

@@ -3,7 +3,6 @@
 use super::{read_model_file, DataArgs};
 use anyhow::Context;
 use spartan_train::data;
-use spartan_train::eval::batch_input;
 use spartan_train::fsutil::write_atomic;
 use spartan_train::nn::Network;
 use std::path::PathBuf;
@@ -27,17 +26,15 @@ pub struct QuantizeArgs {
 pub(super) fn quantize(a: QuantizeArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.calib >= 1, "--calib must be at least 1");
     let bytes = read_model_file(&a.model)?;
-    let mut net = Network::load(&bytes)
+    let net = Network::load(&bytes)
         .with_context(|| format!("{} (quantize needs an f32 model)", a.model.display()))?;
     let splits = data::load(a.data.data.as_deref())?;
     splits
         .train
         .check_shape(net.shapes()[0])
         .context("calibration data does not fit the model")?;
-    let calib = splits.train.take(a.calib);
-    let mut x = Vec::new();
-    batch_input(&calib, 0..calib.len(), &mut x);
-    let q = spartan_train::quantize::quantize(&mut net, &x, calib.len())?;
+    let calib = splits.train.take(a.calib).to_input();
+    let q = spartan_train::quantize::quantize(&net, calib.images())?;
     write_atomic(&a.out, &q).with_context(|| format!("cannot write {}", a.out.display()))?;
     let model = spartan_core::int8::Int8Model::load(&q)?;
     println!(

@@ -6,8 +6,8 @@ use anyhow::{bail, Context};
 use spartan_train::arch::{resolve, Overrides};
 use spartan_train::data;
 use spartan_train::eval::evaluate;
-use spartan_train::nn::network::Init;
 use spartan_train::nn::optim::AdamConfig;
+use spartan_train::nn::Init;
 use spartan_train::train::{self as trainer, read_config, TrainConfig};
 use std::path::PathBuf;
 
@@ -160,16 +160,16 @@ pub(super) fn eval(a: EvalArgs, _progress: Progress) -> anyhow::Result<()> {
         bail!("the test set is empty");
     }
     let (e, kind) = match model {
-        super::AnyModel::F32(mut net) => {
+        super::AnyModel::F32(net) => {
             test.check_shape(net.shapes()[0])?;
             test.check_classes(net.classes())?;
-            (evaluate(&mut net, test), "f32")
+            (evaluate(&net, test), "f32")
         }
         super::AnyModel::Int8(bytes) => {
             let runner = spartan_train::int8::Int8Runner::load(&bytes)?;
             test.check_shape(runner.model.shapes()[0])?;
             test.check_classes(runner.model.classes())?;
-            let (preds, _) = runner.run(&test.images, test.len());
+            let (preds, _) = runner.run(test.values(), test.len());
             (
                 spartan_train::eval::score(&preds, &test.labels, runner.model.classes()),
                 "int8",

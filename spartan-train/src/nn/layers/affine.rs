@@ -1,0 +1,76 @@
+//! What conv and dense layers share: `y = f(a·W + b)` over the rows of a matrix `a` (a
+//! conv's patches, a dense layer's flattened samples), and its backward pass.
+
+use crate::nn::act::{backward_in_place, forward_in_place, GradMode};
+use crate::nn::gemm::matmul;
+use crate::nn::layer::{values, values_in, values_mut};
+use ndarray::{ArrayD, ArrayView2, ArrayViewMut2};
+use spartan_core::activation::Activation;
+
+/// The parameters and activation of `y = f(a·W + b)`.
+pub(super) struct Affine<'p> {
+    /// `[fan_in, units]`.
+    pub w: ArrayView2<'p, f32>,
+    /// `[units]`.
+    pub b: &'p ArrayD<f32>,
+    /// `f`.
+    pub act: Activation,
+}
+
+/// The gradient side of one backward pass through an [`Affine`].
+pub(super) struct AffineBackward<'a, 'g> {
+    /// The forward pass's `a`.
+    pub a: ArrayView2<'a, f32>,
+    /// Its pre-activations (kept for steps only) and its output.
+    pub pre: &'a [f32],
+    /// Its output `y`.
+    pub y: &'a [f32],
+    /// The loss gradient of `y`, rows like `a`'s.
+    pub gy: ArrayViewMut2<'g, f32>,
+    /// How steps are differentiated.
+    pub mode: GradMode,
+}
+
+impl Affine<'_> {
+    /// `y = f(a·W + b)`; pre-activations to `pre` unless it is empty.
+    pub fn forward(&self, a: ArrayView2<'_, f32>, mut y: ArrayViewMut2<'_, f32>, pre: &mut [f32]) {
+        // Slices, not `assign`: broadcasting a row per output pixel cost a fifth of a
+        // batch-1 inference.
+        let b = values(&self.b.view());
+        for row in values_in(&mut y).chunks_exact_mut(b.len()) {
+            row.copy_from_slice(b);
+        }
+        matmul(y.view_mut(), a, self.w, true);
+        let keep = (!pre.is_empty()).then_some(pre);
+        forward_in_place(self.act, values_mut(y), keep);
+    }
+
+    /// Turns the loss gradient of `y` into that of `a·W + b`, which it returns, and adds
+    /// the parameter gradients (`aᵀ·g` to the weights, column sums to the biases) to
+    /// `grads` (the weights' then the biases') when given.
+    pub fn backward<'g>(
+        &self,
+        pass: AffineBackward<'_, 'g>,
+        grads: Option<&mut [f32]>,
+    ) -> ArrayViewMut2<'g, f32> {
+        let mut gz = pass.gy;
+        backward_in_place(self.act, pass.mode, pass.pre, pass.y, values_in(&mut gz));
+        if let Some(grads) = grads {
+            let (gw, gb) = grads.split_at_mut(self.w.len());
+            for row in values(&gz.view()).chunks_exact(gb.len()) {
+                for (s, v) in gb.iter_mut().zip(row) {
+                    *s += v;
+                }
+            }
+            let gw = ArrayViewMut2::from_shape(self.w.dim(), gw)
+                .expect("gradient sized like the weights");
+            matmul(gw, pass.a.t(), gz.view(), true);
+        }
+        gz
+    }
+
+    /// The loss gradient of `a` from that of `a·W + b`: `ga = gz·Wᵀ` (overwritten).
+    pub fn input_grad(&self, gz: ArrayView2<'_, f32>, ga: ArrayViewMut2<'_, f32>) {
+        matmul(ga, gz, self.w.t(), false);
+    }
+}
