@@ -250,6 +250,19 @@ impl LayerSpec {
         }
     }
 
+    /// Multiply-adds of one inference of this layer (convs and dense layers; filters are
+    /// table look-ups and pools comparisons, so 0), between these shapes.
+    pub fn macs(&self, input: Shape, output: Shape) -> u64 {
+        match *self {
+            LayerSpec::Conv(c) => {
+                let k = u64::from(c.kernel);
+                output.len() as u64 * k * k * u64::from(input.channels)
+            }
+            LayerSpec::Dense(d) => input.len() as u64 * u64::from(d.units),
+            LayerSpec::Filter(_) | LayerSpec::MaxPool(_) => 0,
+        }
+    }
+
     /// The layer's activation, if it has one.
     pub fn activation(&self) -> Option<Activation> {
         match *self {
@@ -491,6 +504,18 @@ mod tests {
         );
         // 320 + 9248 + 9248 + 9248 + 25650 + 510 = 54,224 (the peer benchmark's count).
         assert_eq!(spec.parameter_count().unwrap(), 54_224);
+        // Multiply-adds per layer, as the CMSIS-NN peer's README counts them for
+        // candidate-c (whose first conv has 4 input channels instead of 1).
+        let macs: std::vec::Vec<u64> = spec
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| l.macs(shapes[i], shapes[i + 1]))
+            .collect();
+        assert_eq!(
+            macs,
+            [194_688, 5_308_416, 0, 921_600, 589_824, 0, 25_600, 500]
+        );
     }
 
     #[test]
