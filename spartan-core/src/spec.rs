@@ -16,6 +16,7 @@ pub const MAX_ELEMENTS: usize = 1 << 24;
 
 /// Height × width × channels of an activation (NHWC without the batch).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Shape {
     /// Rows.
     pub height: u16,
@@ -48,6 +49,7 @@ impl Shape {
 
 /// A 3×3-style convolution, valid padding, stride 1 (square kernel).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ConvSpec {
     /// Output channels.
     pub filters: u16,
@@ -59,6 +61,7 @@ pub struct ConvSpec {
 
 /// Non-overlapping max pooling (window = stride = `size`, floor).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PoolSpec {
     /// Window side and stride.
     pub size: u8,
@@ -66,6 +69,7 @@ pub struct PoolSpec {
 
 /// A fully connected layer; its input is flattened in (h, w, c) order.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DenseSpec {
     /// Output features.
     pub units: u16,
@@ -287,6 +291,7 @@ impl LayerSpec {
 /// A whole network: its input shape and its layers; the output is the last layer's
 /// units (the class logits; softmax is part of the loss).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ArchSpec {
     /// Input image shape (MNIST: 28×28×1).
     pub input: Shape,

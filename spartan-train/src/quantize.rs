@@ -144,7 +144,7 @@ pub enum QuantizeError {
     #[error("cannot quantise: {0}")]
     Unsupported(String),
     /// The result failed the core's validation (a bug, reported rather than written).
-    #[error("the quantised model does not validate: {0}")]
+    #[error("the quantised model does not validate")]
     Invalid(#[from] spartan_core::Error),
 }
 

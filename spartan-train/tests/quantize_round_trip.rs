@@ -14,7 +14,7 @@ use spartan_train::data::load_embedded;
 use spartan_train::nn::optim::AdamConfig;
 use spartan_train::observe::Silent;
 use spartan_train::quantize::quantize;
-use spartan_train::train::{train, TrainConfig};
+use spartan_train::train::{train, Start, TrainConfig};
 
 /// Test images compared.
 const IMAGES: usize = 500;
@@ -37,7 +37,7 @@ fn round_trip(arch: &str) -> (f64, f64, f64) {
         anneal_epochs: 0,
     };
     let dir = tempfile::tempdir().unwrap();
-    let (_, net) = train(&config, &splits, dir.path(), false, &Silent).unwrap();
+    let (_, net) = train(&config, &splits, dir.path(), Start::Fresh, &Silent).unwrap();
     let calib = splits.train.take(500).to_input();
     let int8_bytes = quantize(&net, calib.images()).unwrap();
     let f32_bytes = net.to_model_bytes();

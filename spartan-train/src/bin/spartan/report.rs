@@ -26,8 +26,7 @@ pub fn write_attack(report: &AttackReport, dir: &Path, model_name: &str) -> std:
             .collect(),
     );
     let title = format!("{} attack: accuracy vs ε (n = {})", report.attack, report.n);
-    accuracy_chart(&title, &[line], &dir.join("attack.png"))
-        .map_err(|e| std::io::Error::other(e.to_string()))
+    accuracy_chart(&title, &[line], &dir.join("attack.png")).map_err(std::io::Error::other)
 }
 
 /// Writes `certify.csv`, `certify.json`, `certify.png` and, per grid and ε with any,

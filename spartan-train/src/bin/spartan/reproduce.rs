@@ -245,7 +245,12 @@ fn train_stage(
         );
         return Ok((summary, net));
     }
-    Ok(train::train(&config, data, run_dir, same_run, progress)?)
+    let start = if same_run {
+        train::Start::Resume
+    } else {
+        train::Start::Overwrite
+    };
+    Ok(train::train(&config, data, run_dir, start, progress)?)
 }
 
 /// Revision of the attack code's semantics: results computed by another revision are
@@ -380,7 +385,7 @@ fn write_figures(out: &Path, results: &[ModelResults]) -> anyhow::Result<()> {
     ];
     for (file, title, pick) in charts {
         crate::report::accuracy_chart(&title, &lines(pick), &out.join(file))
-            .map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+            .with_context(|| file.to_string())?;
     }
     let bands: Vec<(String, Vec<(f64, f64)>)> = results
         .iter()
@@ -428,7 +433,7 @@ fn write_figures(out: &Path, results: &[ModelResults]) -> anyhow::Result<()> {
         ],
         &out.join("figure8-loss.png"),
     )
-    .map_err(|e| anyhow::anyhow!("figure8-loss.png: {e}"))?;
+    .context("figure8-loss.png")?;
     Ok(())
 }
 

@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use spartan_train::attack::blackbox::{black_box, BlackBoxConfig, SubstituteKind};
 use spartan_train::attack::eps::{parse_eps, DEFAULT_EPS};
 use spartan_train::attack::sweep::{white_box_sweep, WhiteBox, WhiteBoxConfig};
-use spartan_train::data;
+use spartan_train::data::Split;
 use spartan_train::int8::Int8Runner;
 use spartan_train::nn::GradMode;
 use std::path::PathBuf;
@@ -107,8 +107,7 @@ pub(super) fn attack(a: AttackArgs, progress: Progress) -> anyhow::Result<()> {
         bail!("--pgd-step-factor must be positive");
     }
     let model = load_any_model(&a.model)?;
-    let splits = data::load(a.data.data.as_deref())?;
-    let test = splits.test;
+    let test = a.data.load(Split::Test)?;
     if a.holdout == 0 || a.holdout >= test.len() {
         bail!(
             "--holdout must be between 1 and {} (the test set size minus one)",
