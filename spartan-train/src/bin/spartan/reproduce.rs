@@ -7,7 +7,9 @@ use crate::progress::Progress;
 use anyhow::Context;
 use spartan_core::spec::{ArchSpec, LayerSpec, NamedParams, NAMED_ARCHITECTURES};
 use spartan_train::attack::blackbox::{black_box, BlackBoxConfig};
-use spartan_train::attack::sweep::{white_box_sweep, AttackReport, WhiteBox, WhiteBoxConfig};
+use spartan_train::attack::pgd::PgdConfig;
+use spartan_train::attack::sweep::AttackReport;
+use spartan_train::attack::white_box::{white_box, Plan, WhiteBoxAttack, WhiteBoxConfig};
 use spartan_train::data::Splits;
 use spartan_train::fsutil::write_atomic_str;
 use spartan_train::nn::optim::AdamConfig;
@@ -126,29 +128,33 @@ pub fn reproduce(
         let blackbox = attack_stage(&attacks.join("blackbox"), arch, &key, || {
             black_box(&mut net, &holdout, &eval, 10, &cfg.eps, &bb_cfg, progress)
         })?;
-        let white_box = |attack, grad| WhiteBoxConfig {
-            attack,
-            grad,
-            use_labels: true,
-            seed: cfg.seed,
+        let sweep = |attack: WhiteBoxAttack| {
+            let wb = WhiteBoxConfig {
+                attacks: vec![attack],
+                plan: Plan::Each,
+                use_labels: true,
+                seed: cfg.seed,
+            };
+            let r = white_box(&net, &white, &cfg.eps, &wb, progress);
+            r.attacks.into_iter().next().expect("one attack")
         };
-        let sweep = |wb: WhiteBoxConfig| white_box_sweep(&net, &white, &cfg.eps, &wb, progress);
         note(&format!("white-box FGSM on {arch}"));
         let fgsm = attack_stage(&attacks.join("fgsm"), arch, &key, || {
-            sweep(white_box(WhiteBox::Fgsm, GradMode::Surrogate))
+            sweep(WhiteBoxAttack::Fgsm {
+                grad: GradMode::Surrogate,
+            })
         })?;
         note(&format!("white-box PGD on {arch}"));
-        let pgd_attack = WhiteBox::Pgd {
-            steps: cfg.pgd_steps,
-            step_factor: 2.5,
-            random_start: true,
-        };
+        let pgd_cfg = PgdConfig::standard(0.0, cfg.pgd_steps);
         let pgd = attack_stage(&attacks.join("pgd"), arch, &key, || {
-            sweep(white_box(pgd_attack, GradMode::Surrogate))
+            sweep(WhiteBoxAttack::Pgd(pgd_cfg))
         })?;
         note(&format!("white-box PGD (BPDA identity) on {arch}"));
         let pgd_identity = attack_stage(&attacks.join("pgd-identity"), arch, &key, || {
-            sweep(white_box(pgd_attack, GradMode::Identity))
+            sweep(WhiteBoxAttack::Pgd(PgdConfig {
+                grad: GradMode::Identity,
+                ..pgd_cfg
+            }))
         })?;
         results.push(ModelResults {
             arch: arch.to_string(),
