@@ -111,7 +111,7 @@ pub enum Plan {
 /// A white-box sweep's settings besides the ε values.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WhiteBoxConfig {
-    /// The attacks, cheapest first.
+    /// The attacks (in a cascade, the cheapest per broken image first).
     pub attacks: Vec<WhiteBoxAttack>,
     /// How they share the images.
     pub plan: Plan,
@@ -121,13 +121,16 @@ pub struct WhiteBoxConfig {
     pub seed: u64,
 }
 
-/// Every white-box attack, cheapest first: FGSM, PGD with both BPDA modes (`pgd` as
-/// the template), the filter-code search.
+/// Every white-box attack, in the order a cascade runs them best: FGSM (one gradient
+/// per image), the filter-code search (the strongest, and cheap per image), then PGD
+/// with both BPDA modes (`pgd` as the template), which spends its full budget only on
+/// the images nothing before it broke.
 pub fn all_attacks(pgd: PgdConfig, codes: FilterCodesConfig) -> Vec<WhiteBoxAttack> {
     vec![
         WhiteBoxAttack::Fgsm {
             grad: GradMode::Surrogate,
         },
+        WhiteBoxAttack::FilterCodes(codes),
         WhiteBoxAttack::Pgd(PgdConfig {
             grad: GradMode::Surrogate,
             ..pgd
@@ -136,7 +139,6 @@ pub fn all_attacks(pgd: PgdConfig, codes: FilterCodesConfig) -> Vec<WhiteBoxAtta
             grad: GradMode::Identity,
             ..pgd
         }),
-        WhiteBoxAttack::FilterCodes(codes),
     ]
 }
 

@@ -149,7 +149,7 @@ impl StrengthArgs {
         }
     }
 
-    /// Every white-box attack, cheapest first.
+    /// Every white-box attack, in cascade order (FGSM, filter codes, PGD surrogate, PGD identity).
     pub fn all_attacks(&self) -> Vec<WhiteBoxAttack> {
         all_attacks(self.pgd(GradMode::Surrogate), self.codes())
     }

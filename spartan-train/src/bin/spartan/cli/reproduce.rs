@@ -1,5 +1,6 @@
 //! `spartan reproduce`.
 
+use super::attack::StrengthArgs;
 use super::DataArgs;
 use crate::progress::Progress;
 use crate::reproduce::{reproduce as run, ReproduceConfig};
@@ -28,9 +29,8 @@ pub struct ReproduceArgs {
     /// the embedded subset, so the quick run stays within minutes].
     #[arg(long)]
     pub white_box_images: Option<usize>,
-    /// PGD iterations.
-    #[arg(long, default_value_t = 20)]
-    pub pgd_steps: usize,
+    #[command(flatten)]
+    pub strength: StrengthArgs,
     /// Output directory (REPORT.md, figures, models, raw results).
     #[arg(long, default_value = "runs/reproduce")]
     pub out: PathBuf,
@@ -38,10 +38,7 @@ pub struct ReproduceArgs {
 
 pub(super) fn reproduce(a: ReproduceArgs, progress: Progress) -> anyhow::Result<()> {
     let eps = parse_eps(&a.eps).map_err(|e| anyhow::anyhow!("--eps: {e}"))?;
-    anyhow::ensure!(
-        (1..=10_000).contains(&a.pgd_steps),
-        "--pgd-steps must be between 1 and 10000"
-    );
+    a.strength.check()?;
     let splits = data::load(a.data.data.as_deref())?;
     let cfg = ReproduceConfig {
         out: a.out.clone(),
@@ -54,7 +51,7 @@ pub(super) fn reproduce(a: ReproduceArgs, progress: Progress) -> anyhow::Result<
         } else {
             500
         }),
-        pgd_steps: a.pgd_steps,
+        white_box_attacks: a.strength.all_attacks(),
         data_name: match &a.data.data {
             Some(d) => d.display().to_string(),
             None => "embedded".to_string(),
