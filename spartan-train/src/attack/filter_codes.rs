@@ -12,14 +12,13 @@
 //! through a step is needed, and the images it returns give exactly the codes it
 //! evaluated: what it reports is what the network does.
 
-use super::gradient::{loss_gradient, Loss};
+use super::gradient::{active_gradient, Loss};
 use super::threat::{ball, pixel_ball, Grid};
 use crate::nn::{GradMode, Network, Pass, Workspace};
 use ndarray::{Array4, ArrayView4, Axis};
 use rand::Rng;
 use spartan_core::codes::{code_of, element_units, CodeSegments, Unit};
 use spartan_core::filter::pixel_to_unit;
-use spartan_core::float::argmax;
 use spartan_core::spec::LayerSpec;
 use std::collections::HashMap;
 
@@ -353,7 +352,6 @@ impl Search<'_> {
             budget[i] = self.free[i].len().div_ceil(FIRST_SWITCH_DIVISOR);
         }
         let pass = Pass::input_gradient(net, self.cfg.grad).from_layer(1);
-        let mut grad_row = ndarray::Array1::zeros(net.classes());
         let mut active = open.to_vec();
         let mut stuck = Vec::new();
         let mut probes = vec![0usize; n];
@@ -361,15 +359,20 @@ impl Search<'_> {
             if active.is_empty() {
                 break;
             }
-            let ba = self.bits.select(Axis(0), &active);
-            let ta: Vec<u8> = active.iter().map(|&i| self.targets[i]).collect();
             self.queries += active.len() as u64;
-            let (logits, g) = loss_gradient(net, ws, ba.view(), &ta, &pass, self.cfg.loss);
+            let (scores, g) = active_gradient(
+                net,
+                ws,
+                self.bits.view(),
+                &active,
+                self.targets,
+                &pass,
+                self.cfg.loss,
+            );
             let mut still = Vec::with_capacity(active.len());
-            for (j, &i) in active.iter().enumerate() {
-                let row = logits.row(j);
-                let loss = self.cfg.loss.row(row, ta[j] as usize, grad_row.view_mut());
-                if argmax(row.as_slice().unwrap_or(&[])) != ta[j] as usize {
+            for (j, (&i, score)) in active.iter().zip(scores).enumerate() {
+                let loss = score.loss;
+                if score.fooled {
                     self.won[i] = true;
                     self.best[i].clone_from(&self.state[i]);
                     continue;
@@ -474,13 +477,14 @@ impl Search<'_> {
         }
         self.queries += candidates.len() as u64;
         let logits = net.forward_layers(1..net.layers().len(), batch.view(), ws);
-        let mut grad_row = ndarray::Array1::zeros(net.classes());
+        let scores = self
+            .cfg
+            .loss
+            .scores(logits, images.iter().map(|&i| self.targets[i]));
         // Per stuck image: the best candidate (its loss, whether it wins, which).
         let mut best: HashMap<usize, (f32, bool, usize, u8)> = HashMap::new();
-        for (row, &(i, f, c)) in logits.rows().into_iter().zip(&candidates) {
-            let y = self.targets[i] as usize;
-            let l = self.cfg.loss.row(row, y, grad_row.view_mut());
-            let won = argmax(row.as_slice().unwrap_or(&[])) != y;
+        for (s, &(i, f, c)) in scores.iter().zip(&candidates) {
+            let (l, won) = (s.loss, s.fooled);
             let e = best.entry(i).or_insert((f32::NEG_INFINITY, false, f, c));
             if (won && !e.1) || (won == e.1 && l > e.0) {
                 *e = (l, won, f, c);

@@ -6,7 +6,8 @@
 use super::threat::project;
 use crate::nn::loss::cross_entropy_row;
 use crate::nn::{GradMode, Network, Pass, Workspace};
-use ndarray::{Array4, ArrayView1, ArrayView2, ArrayView4, ArrayViewMut1};
+use ndarray::{Array1, Array4, ArrayView1, ArrayView2, ArrayView4, ArrayViewMut1, Axis};
+use spartan_core::float::argmax;
 
 /// `sign` as NumPy and CleverHans define it: 0 for 0 (Rust's `signum(0.0)` is 1).
 #[inline]
@@ -47,6 +48,53 @@ impl Loss {
             }
         }
     }
+}
+
+/// An attacked image's loss and whether it is already misclassified.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Score {
+    /// The attack's loss.
+    pub loss: f32,
+    /// The top class is not the target: the attack has won on this image.
+    pub fooled: bool,
+}
+
+impl Loss {
+    /// The score of each row of `logits` against its target class.
+    pub fn scores(
+        self,
+        logits: ArrayView2<'_, f32>,
+        targets: impl IntoIterator<Item = u8>,
+    ) -> Vec<Score> {
+        let mut grad = Array1::zeros(logits.ncols());
+        logits
+            .rows()
+            .into_iter()
+            .zip(targets)
+            .map(|(z, y)| Score {
+                loss: self.row(z, y as usize, grad.view_mut()),
+                fooled: argmax(z.as_slice().unwrap_or(&[])) != y as usize,
+            })
+            .collect()
+    }
+}
+
+/// Forward and backward of images `active` of `x` (through `pass`) against their
+/// targets `targets[i]`: each one's score, and the gradient with respect to `x` (rows
+/// in the order of `active`).
+pub fn active_gradient<'w>(
+    net: &Network,
+    ws: &'w mut Workspace,
+    x: ArrayView4<'_, f32>,
+    active: &[usize],
+    targets: &[u8],
+    pass: &Pass,
+    loss: Loss,
+) -> (Vec<Score>, ArrayView4<'w, f32>) {
+    let xa = x.select(Axis(0), active);
+    let ta: Vec<u8> = active.iter().map(|&i| targets[i]).collect();
+    let (logits, g) = loss_gradient(net, ws, xa.view(), &ta, pass, loss);
+    (loss.scores(logits, ta), g)
 }
 
 /// The highest logit of a class other than `y`, and which class (`None` with one class).

@@ -7,12 +7,11 @@
 //! loss stopped rising: the schedule robustness evaluations now use, because a fixed
 //! step either stalls (too small) or oscillates (too large) on some images.
 
-use super::gradient::{loss_gradient, sign, Loss};
+use super::gradient::{active_gradient, sign, Loss, Score};
 use super::threat::project;
 use crate::nn::{GradMode, Network, Pass, Workspace};
 use ndarray::{Array1, Array4, ArrayView4, Axis, Zip};
 use rand::Rng;
-use spartan_core::float::argmax;
 
 /// Steps per restart of the strong default PGD ([`PgdConfig::strong`]).
 pub const STRONG_STEPS: usize = 50;
@@ -207,21 +206,24 @@ impl<'a> Run<'a> {
         let mut next_check = window;
         let pass = Pass::input_gradient(net, self.cfg.grad);
         let mut active: Vec<usize> = (0..self.targets.len()).collect();
-        let mut grad_row = Array1::zeros(net.classes());
         for t in 0..=steps {
             if active.is_empty() {
                 break;
             }
-            let xa = self.adv.select(Axis(0), &active);
-            let ta: Vec<u8> = active.iter().map(|&i| self.targets[i]).collect();
             self.queries += active.len() as u64;
-            let (logits, g) = loss_gradient(net, ws, xa.view(), &ta, &pass, self.cfg.loss);
+            let (scores, g) = active_gradient(
+                net,
+                ws,
+                self.adv.view(),
+                &active,
+                self.targets,
+                &pass,
+                self.cfg.loss,
+            );
             let check = apgd && t == next_check && t < steps;
             let mut still = Vec::with_capacity(active.len());
-            for (j, &i) in active.iter().enumerate() {
-                let row = logits.row(j);
-                let loss = self.cfg.loss.row(row, ta[j] as usize, grad_row.view_mut());
-                let won = argmax(row.as_slice().unwrap_or(&[])) != ta[j] as usize;
+            for (j, (&i, score)) in active.iter().zip(scores).enumerate() {
+                let Score { loss, fooled: won } = score;
                 let gj = g.index_axis(Axis(0), j);
                 if t > 0 && loss > self.last_loss[i] {
                     self.rises[i] += 1;
