@@ -4,7 +4,7 @@ use super::attack::StrengthArgs;
 use super::DataArgs;
 use crate::progress::Progress;
 use crate::reproduce::{reproduce as run, ReproduceConfig};
-use spartan_train::attack::eps::{parse_eps, REPRODUCE_EPS};
+use spartan_train::attack::eps::{parse_eps, QUICK_WHITE_BOX_EPS, REPRODUCE_EPS};
 use spartan_train::data;
 use std::path::PathBuf;
 
@@ -25,10 +25,14 @@ pub struct ReproduceArgs {
     /// Test images held by the black-box adversary.
     #[arg(long, default_value_t = 150)]
     pub holdout: usize,
-    /// Evaluation images for the white-box sweeps [default: 1000 with --data, 500 on
+    /// Evaluation images for the white-box sweeps [default: 1000 with --data, 250 on
     /// the embedded subset, so the quick run stays within minutes].
     #[arg(long)]
     pub white_box_images: Option<usize>,
+    /// ε values of the white-box sweeps [default: --eps with --data; on the embedded
+    /// subset 0, 0.1, …, 0.5, so the quick run stays within minutes].
+    #[arg(long, allow_hyphen_values = true)]
+    pub white_box_eps: Option<String>,
     #[command(flatten)]
     pub strength: StrengthArgs,
     /// Output directory (REPORT.md, figures, models, raw results).
@@ -39,6 +43,12 @@ pub struct ReproduceArgs {
 pub(super) fn reproduce(a: ReproduceArgs, progress: Progress) -> anyhow::Result<()> {
     let eps = parse_eps(&a.eps).map_err(|e| anyhow::anyhow!("--eps: {e}"))?;
     a.strength.check()?;
+    let full = a.data.data.is_some();
+    let white_box_eps = match (&a.white_box_eps, full) {
+        (Some(e), _) => parse_eps(e).map_err(|e| anyhow::anyhow!("--white-box-eps: {e}"))?,
+        (None, true) => eps.clone(),
+        (None, false) => parse_eps(QUICK_WHITE_BOX_EPS).expect("a valid ε list"),
+    };
     let splits = data::load(a.data.data.as_deref())?;
     let cfg = ReproduceConfig {
         out: a.out.clone(),
@@ -46,11 +56,8 @@ pub(super) fn reproduce(a: ReproduceArgs, progress: Progress) -> anyhow::Result<
         seed: a.seed,
         eps,
         holdout: a.holdout,
-        white_box_images: a.white_box_images.unwrap_or(if a.data.data.is_some() {
-            1000
-        } else {
-            500
-        }),
+        white_box_images: a.white_box_images.unwrap_or(if full { 1000 } else { 250 }),
+        white_box_eps,
         white_box_attacks: a.strength.all_attacks(),
         data_name: match &a.data.data {
             Some(d) => d.display().to_string(),
