@@ -8,9 +8,15 @@ use spartan_core::activation::Activation;
 use spartan_core::filter::{pixel_to_unit, FilterKind, FilterSpec};
 use spartan_core::spec::{ArchSpec, DenseSpec, LayerSpec, Shape};
 use spartan_train::attack::filter_codes::{filter_codes, ElementFilter, FilterCodesConfig};
+use spartan_train::attack::gradient::Loss;
+use spartan_train::attack::pgd::PgdConfig;
+use spartan_train::attack::sweep::AttackReport;
 use spartan_train::attack::threat::{ball, Grid};
+use spartan_train::attack::white_box::{all_attacks, white_box, Plan, WhiteBoxConfig};
+use spartan_train::data::Batch;
 use spartan_train::eval::classify;
 use spartan_train::nn::{Network, Workspace};
+use spartan_train::observe::Silent;
 
 const ACTIVATIONS: [Activation; 4] = [
     Activation::Hsat,
@@ -194,5 +200,60 @@ fn never_leaves_the_ball() {
                 }
             }
         }
+    }
+}
+
+/// The worst-case cascade on tiny filtered models: each attack can only lower the
+/// count of robust images, the worst case is what is left after the last one, it is no
+/// higher than FGSM alone (which runs first, on the same images, with the same seed),
+/// and an image broken on the `u8` grid is broken in real numbers.
+#[test]
+fn the_cascade_only_ever_lowers_robust_accuracy() {
+    let mut rng = ChaCha8Rng::seed_from_u64(0xca5c);
+    let eps = [0.0, 0.05, 0.1, 0.2, 0.3];
+    for _ in 0..6 {
+        let pixels = rng.random_range(6..=12u16);
+        let net = tiny_model(&mut rng, pixels);
+        let n = 40;
+        let images = Array4::from_shape_fn((n, 1, pixels as usize, 1), |_| {
+            pixel_to_unit(rng.random_range(0..=255u8))
+        });
+        let mut ws = Workspace::new();
+        let labels = classify(&net, images.view(), &mut ws);
+        let data = Batch::new(images, labels, "tiny");
+        let pgd = PgdConfig::apgd(0.0, 10, 1, Loss::CrossEntropy);
+        let codes = FilterCodesConfig {
+            steps: 20,
+            restarts: 2,
+            ..FilterCodesConfig::new(0.0, Grid::Real)
+        };
+        let attacks = all_attacks(pgd, codes);
+        let run = |plan| {
+            let cfg = WhiteBoxConfig {
+                attacks: attacks.clone(),
+                plan,
+                use_labels: true,
+                seed: 3,
+            };
+            white_box(&net, &data, &eps, &cfg, &Silent)
+        };
+        let cascade = run(Plan::Cascade);
+        let alone = run(Plan::Each);
+        assert_eq!(cascade.attacks.len(), 4, "{:?}", cascade.notes);
+        for k in 0..eps.len() {
+            let at = |r: &AttackReport| r.points[k].clone();
+            for w in cascade.attacks.windows(2) {
+                assert!(at(&w[1]).accuracy <= at(&w[0]).accuracy);
+                assert!(at(&w[1]).accuracy_u8 <= at(&w[0]).accuracy_u8);
+            }
+            let worst = at(&cascade.worst_case);
+            assert_eq!(worst, at(cascade.attacks.last().unwrap()));
+            assert!(worst.accuracy <= at(&alone.attacks[0]).accuracy);
+            assert!(worst.accuracy <= worst.accuracy_u8.unwrap());
+        }
+        assert_eq!(
+            cascade.worst_case.points[0].accuracy, 1.0,
+            "clean, own labels"
+        );
     }
 }
