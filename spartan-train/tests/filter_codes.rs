@@ -241,7 +241,7 @@ fn the_cascade_only_ever_lowers_robust_accuracy() {
         let alone = run(Plan::Each);
         assert_eq!(cascade.attacks.len(), 4, "{:?}", cascade.notes);
         for k in 0..eps.len() {
-            let at = |r: &AttackReport| r.points[k].clone();
+            let at = |r: &AttackReport| r.points[k];
             for w in cascade.attacks.windows(2) {
                 assert!(at(&w[1]).accuracy <= at(&w[0]).accuracy);
                 assert!(at(&w[1]).accuracy_u8 <= at(&w[0]).accuracy_u8);
