@@ -12,9 +12,9 @@ model=${SPARTAN_MODEL:-models/candidate-c.int8.spartan}
 export SPARTAN_MODEL=$PWD/$model
 [ -f "$SPARTAN_MODEL" ] || SPARTAN_MODEL=$model
 target=thumbv7em-none-eabihf
-cargo build -p spartan-mcu --release --target $target --features firmware --bins
+cargo build -p spartan-mcu --profile firmware --target $target --features firmware --bins
 cargo build -p spartan-train --release
-bin=target/$target/release
+bin=target/$target/firmware
 echo "== self-test ($bin/spartan-selftest)"
 # -icount shift=0: one instruction per virtual ns, so SysTick counts instructions.
 timeout 1800 qemu-system-arm -machine mps2-an386 -cpu cortex-m4 -nographic -monitor none \

@@ -40,6 +40,7 @@ pub fn normal_cdf(u: f32, sigma: f32) -> f32 {
 /// Serialised in kebab-case, so a TOML spec reads `activation = "hsat"` or
 /// `activation = { cos-hsnd = { sigma = 0.5 } }`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "kebab-case")]
 pub enum Activation {
     /// `max(z, 0)`, backward `1[z > 0]`.

@@ -29,6 +29,7 @@ fn default_sf() -> f32 {
 
 /// Configuration of a filtering layer; the weights live in the model file beside it.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FilterSpec {
     /// Conv- or Offset-Filtering.
     pub kind: FilterKind,

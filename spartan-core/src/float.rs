@@ -249,13 +249,7 @@ impl<'a> F32Model<'a> {
         check_len("input", self.input_len(), input.len())?;
         check_len("logits", self.classes(), logits.len())?;
         let need = self.arena_len();
-        if arena.len() < need {
-            return Err(Error::BufferSize {
-                buffer: "arena",
-                expected: need,
-                got: arena.len(),
-            });
-        }
+        check_arena(need, arena.len())?;
         let arena = &mut arena[..need];
         let last = self.spec.layers.len() - 1;
         for (i, layer) in self.spec.layers.iter().enumerate() {
@@ -307,6 +301,18 @@ pub(crate) fn check_len(buffer: &'static str, expected: usize, got: usize) -> Re
             got,
         })
     }
+}
+
+/// An arena (scratch) buffer must hold at least `need` elements.
+pub(crate) fn check_arena(need: usize, got: usize) -> Result<()> {
+    if got < need {
+        return Err(Error::BufferSize {
+            buffer: "arena",
+            expected: need,
+            got,
+        });
+    }
+    Ok(())
 }
 
 /// One layer of the float forward pass (shapes already validated).

@@ -3,7 +3,7 @@
 //! ```text
 //! offset  size  field
 //! 0       4     magic "SPRT"
-//! 4       2     format version, u16 little-endian (1)
+//! 4       2     format version, u16 little-endian (2; f32 files of version 1 still load)
 //! 6       1     kind: 0 = f32, 1 = int8
 //! 7       1     reserved, 0
 //! 8       4     body length in bytes, u32 little-endian
@@ -12,7 +12,8 @@
 //! ```
 //!
 //! Parsing borrows tensor bytes straight from the input slice, so firmware reads its
-//! weights from flash without copying them.
+//! weights from flash without copying them; [`ModelReader`] decodes the tensors one at a
+//! time, so loading needs no table of every tensor on a device's small stack.
 
 use crate::error::{Error, Result};
 use crate::spec::ArchSpec;
@@ -20,8 +21,10 @@ use serde::{Deserialize, Serialize};
 
 /// First four bytes of every model file.
 pub const MAGIC: [u8; 4] = *b"SPRT";
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The format version this build writes and reads. Version 2 stores int8 weights with
+/// the reduction axis innermost (docs/format.md); f32 bodies are the same in versions 1
+/// and 2, so f32 files of version 1 still load. Int8 files of version 1 are refused.
+pub const FORMAT_VERSION: u16 = 2;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 12;
 /// Bytes after the body (the CRC).
@@ -159,6 +162,8 @@ pub struct ModelBody<'a> {
 pub struct ModelFile<'a> {
     /// Tensor kind.
     pub kind: ModelKind,
+    /// Format version of the file.
+    pub version: u16,
     /// The body.
     pub body: ModelBody<'a>,
     /// The file's CRC-32, a convenient model identity.
@@ -173,9 +178,28 @@ fn read_u32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-impl<'a> ModelFile<'a> {
-    /// Checks magic, version, kind, length and CRC, then decodes the body. Tensor
-    /// contents are checked later by the model that interprets them.
+/// A container-checked model file whose spec and tensors are decoded when asked for, the
+/// tensors one at a time: what firmware loads with (no table of every tensor, no copy of
+/// the spec, on its small stack).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ModelReader<'a> {
+    /// Tensor kind.
+    pub kind: ModelKind,
+    /// Format version of the file.
+    pub version: u16,
+    /// The file's CRC-32.
+    pub crc: u32,
+    /// The postcard body: the spec, then the tensor sequence.
+    body: &'a [u8],
+    /// Where the tensor sequence (count, then the tensors) starts in `body`.
+    tensors_at: usize,
+    count: usize,
+}
+
+impl<'a> ModelReader<'a> {
+    /// Checks magic, version, kind, length and CRC, and that the body decodes: the spec,
+    /// then at most [`MAX_TENSORS`] tensors, nothing after them. Tensor contents are
+    /// checked later by the model that interprets them.
     pub fn parse(bytes: &'a [u8]) -> Result<Self> {
         if bytes.len() < HEADER_LEN + TRAILER_LEN {
             if bytes.len() >= 4 && bytes[..4] != MAGIC {
@@ -190,10 +214,10 @@ impl<'a> ModelFile<'a> {
             return Err(Error::BadMagic);
         }
         let version = read_u16(bytes, 4);
-        if version != FORMAT_VERSION {
+        let kind = ModelKind::from_byte(bytes[6])?;
+        if !(version == FORMAT_VERSION || (version == 1 && kind == ModelKind::F32)) {
             return Err(Error::UnsupportedVersion(version));
         }
-        let kind = ModelKind::from_byte(bytes[6])?;
         if bytes[7] != 0 {
             return Err(Error::Decode);
         }
@@ -219,15 +243,109 @@ impl<'a> ModelFile<'a> {
         if stored != computed {
             return Err(Error::BadChecksum { stored, computed });
         }
-        let (body, rest): (ModelBody<'a>, &[u8]) =
-            postcard::take_from_bytes(&content[HEADER_LEN..]).map_err(|_| Error::Decode)?;
+        let body = &content[HEADER_LEN..];
+        let tensors = skip_spec(body)?;
+        let tensors_at = body.len() - tensors.len();
+        let (count, mut rest): (usize, &[u8]) =
+            postcard::take_from_bytes(tensors).map_err(|_| Error::Decode)?;
+        if count > MAX_TENSORS {
+            return Err(Error::Decode);
+        }
+        for _ in 0..count {
+            let (_, r): (TensorRef<'_>, &[u8]) =
+                postcard::take_from_bytes(rest).map_err(|_| Error::Decode)?;
+            rest = r;
+        }
         if !rest.is_empty() {
             return Err(Error::Decode);
         }
-        Ok(ModelFile {
+        Ok(ModelReader {
             kind,
-            body,
+            version,
             crc: stored,
+            body,
+            tensors_at,
+            count,
+        })
+    }
+
+    /// The architecture (decoded again at each call; `parse` checked that it decodes).
+    pub fn spec(&self) -> Result<ArchSpec> {
+        postcard::take_from_bytes(self.body)
+            .map(|(spec, _)| spec)
+            .map_err(|_| Error::Decode)
+    }
+
+    /// Number of tensors.
+    pub fn tensor_count(&self) -> usize {
+        self.count
+    }
+
+    /// The tensors in file order, decoded as they are visited.
+    pub fn tensors(&self) -> Tensors<'a> {
+        // `parse` decoded the count and every tensor, so neither step fails here.
+        let rest = postcard::take_from_bytes::<usize>(&self.body[self.tensors_at..])
+            .map(|(_, rest)| rest)
+            .unwrap_or(&[]);
+        Tensors {
+            rest,
+            remaining: self.count,
+        }
+    }
+}
+
+/// The bytes after the spec at the start of a body (the spec is decoded in its own
+/// frame and dropped, so callers keep no copy of it).
+#[inline(never)]
+fn skip_spec(body: &[u8]) -> Result<&[u8]> {
+    postcard::take_from_bytes::<ArchSpec>(body)
+        .map(|(_, rest)| rest)
+        .map_err(|_| Error::Decode)
+}
+
+/// The tensors of a [`ModelReader`], decoded one at a time.
+#[derive(Clone, Debug)]
+pub struct Tensors<'a> {
+    rest: &'a [u8],
+    remaining: usize,
+}
+
+impl<'a> Iterator for Tensors<'a> {
+    type Item = TensorRef<'a>;
+
+    fn next(&mut self) -> Option<TensorRef<'a>> {
+        if self.remaining == 0 {
+            return None;
+        }
+        let (t, rest) = postcard::take_from_bytes::<TensorRef<'a>>(self.rest).ok()?;
+        self.rest = rest;
+        self.remaining -= 1;
+        Some(t)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+impl<'a> ModelFile<'a> {
+    /// Checks magic, version, kind, length and CRC, then decodes the body. Tensor
+    /// contents are checked later by the model that interprets them.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self> {
+        let reader = ModelReader::parse(bytes)?;
+        let mut tensors = heapless::Vec::new();
+        for t in reader.tensors() {
+            // `parse` bounded the count by the capacity.
+            tensors.push(t).map_err(|_| Error::Decode)?;
+        }
+        Ok(ModelFile {
+            kind: reader.kind,
+            version: reader.version,
+            body: ModelBody {
+                spec: reader.spec()?,
+                tensors,
+            },
+            crc: reader.crc,
         })
     }
 }

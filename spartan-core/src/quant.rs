@@ -115,6 +115,100 @@ impl Requant {
     }
 }
 
+/// `round(a · b / 2^32)` (ties up): Armv7E-M's one-instruction `SMMULR`.
+#[inline(always)]
+pub fn smmulr(a: i32, b: i32) -> i32 {
+    #[cfg(spartan_dsp)]
+    {
+        let r: i32;
+        // SAFETY: a register-only arithmetic instruction of Armv7E-M (what
+        // `spartan_dsp` means): no memory, stack or flags touched.
+        #[allow(unsafe_code)]
+        unsafe {
+            core::arch::asm!("smmulr {0}, {1}, {2}", lateout(reg) r, in(reg) a, in(reg) b,
+                options(pure, nomem, nostack, preserves_flags));
+        }
+        r
+    }
+    #[cfg(not(spartan_dsp))]
+    {
+        ((i64::from(a) * i64::from(b) + (1 << 31)) >> 32) as i32
+    }
+}
+
+/// A [`Requant`] prepared for accumulators known to be small (`|acc| · 2^(shift+1) <
+/// 2^31`), where gemmlowp's composition takes five instructions on a 32-bit core:
+///
+/// - `SaturatingRoundingDoublingHighMul(a, m) = ⌊(a·m + 2^30) / 2^31⌋` (gemmlowp's
+///   sign-dependent nudge with truncation is this floor), which is
+///   `SMMULR(2a, m) = ⌊(2a·m + 2^31) / 2^32⌋` when `2a` fits an `i32`;
+/// - `RoundingDivideByPOT(x, e)` (ties away from zero) is `(x + 2^(e−1) − [x < 0]) >> e`
+///   for `e ≥ 1` (and `x` for `e = 0`), which cannot overflow since `|x| < 2^30`.
+///
+/// Equal to [`Requant::apply_reference`] wherever [`NarrowRequant::new`] accepts
+/// (tested).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NarrowRequant {
+    multiplier: i32,
+    /// `shift + 1` (the doubling folded into the left shift), in `[1, 31]`.
+    pre_shift: u32,
+    /// Right shift, in `[0, 31]`.
+    right: u32,
+    /// `2^(right−1)`, 0 without a right shift.
+    half: i32,
+    /// All ones with a right shift (negative values round down one more), else 0.
+    negative: i32,
+}
+
+impl NarrowRequant {
+    /// The narrow form of `r` for accumulators with `|acc| ≤ bound`, if it is exact:
+    /// `bound · 2^(shift+1) < 2^31`.
+    pub fn new(r: &Requant, bound: u32) -> Option<Self> {
+        let left = r.shift.max(0) as u32;
+        let right = (-r.shift).max(0) as u32;
+        if left > 30 || right > 31 || (u64::from(bound) << (left + 1)) >= 1 << 31 {
+            return None;
+        }
+        Some(NarrowRequant {
+            multiplier: r.multiplier,
+            pre_shift: left + 1,
+            right,
+            half: if right > 0 { 1 << (right - 1) } else { 0 },
+            negative: if right > 0 { -1 } else { 0 },
+        })
+    }
+
+    /// The five words of the narrow form, to keep a table of them in scratch memory.
+    pub(crate) fn to_words(self) -> [u32; 5] {
+        [
+            self.multiplier as u32,
+            self.pre_shift,
+            self.right,
+            self.half as u32,
+            self.negative as u32,
+        ]
+    }
+
+    /// The narrow form back from [`to_words`](Self::to_words) (shifts kept in range).
+    #[inline(always)]
+    pub(crate) fn from_words(w: [u32; 5]) -> Self {
+        NarrowRequant {
+            multiplier: w[0] as i32,
+            pre_shift: w[1] & 31,
+            right: w[2] & 31,
+            half: w[3] as i32,
+            negative: w[4] as i32,
+        }
+    }
+
+    /// `round(acc · real)`, as [`Requant::apply_reference`].
+    #[inline(always)]
+    pub fn apply(&self, acc: i32) -> i32 {
+        let x = smmulr(acc << self.pre_shift, self.multiplier);
+        (x + self.half + ((x >> 31) & self.negative)) >> self.right
+    }
+}
+
 /// Fraction of a full turn per accumulator unit, in Q48, for `H(cos z)` with
 /// `z = scale · acc`: the output is on where the phase is within a quarter turn of 0.
 pub const PHASE_BITS: u32 = 48;
@@ -187,6 +281,54 @@ mod tests {
             assert!(r.is_valid());
             let x = (rng.next_u64() >> 32) as i32 >> (rng.next_u64() % 32);
             assert_eq!(r.apply(x), r.apply_reference(x), "{r:?} × {x}");
+        }
+    }
+
+    #[test]
+    fn narrow_requant_equals_the_gemmlowp_composition_where_it_applies() {
+        let mut rng = crate::test_rng::XorShift(0x5851_F42D_4C95_7F2D);
+        let mut checked = 0u32;
+        for round in 0..400_000 {
+            let v = rng.next_u64();
+            let r = Requant {
+                multiplier: match v % 23 {
+                    0 => 0,
+                    1 => i32::MAX,
+                    2 => 1 << 30,
+                    _ => (1 << 30) | (v >> 34) as i32,
+                },
+                shift: (v % 62) as i32 - 31,
+            };
+            let bound = ((rng.next_u64() >> 33) as u32) >> (rng.next_u64() % 31);
+            let Some(n) = NarrowRequant::new(&r, bound) else {
+                // Refused only where the identities need more room.
+                assert!((u64::from(bound) << (r.shift.max(0) + 1)) >= 1 << 31);
+                continue;
+            };
+            let span = i64::from(bound);
+            let b = bound as i32;
+            for x in [
+                b,
+                -b,
+                0,
+                1.min(b),
+                -(1.min(b)),
+                ((rng.next_u64() % (2 * span as u64 + 1)) as i64 - span) as i32,
+            ] {
+                assert_eq!(
+                    n.apply(x),
+                    r.apply_reference(x),
+                    "{r:?} × {x} (round {round})"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 100_000, "only {checked} cases in range");
+        // Every accumulator of a typical layer, against every rounding tie.
+        let r = Requant::from_real(1.0 / 512.0);
+        let n = NarrowRequant::new(&r, 1 << 20).unwrap();
+        for x in -(1 << 20)..=(1 << 20) {
+            assert_eq!(n.apply(x), r.apply_reference(x), "{x}");
         }
     }
 

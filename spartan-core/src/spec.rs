@@ -16,6 +16,7 @@ pub const MAX_ELEMENTS: usize = 1 << 24;
 
 /// Height × width × channels of an activation (NHWC without the batch).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Shape {
     /// Rows.
     pub height: u16,
@@ -48,6 +49,7 @@ impl Shape {
 
 /// A 3×3-style convolution, valid padding, stride 1 (square kernel).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ConvSpec {
     /// Output channels.
     pub filters: u16,
@@ -59,6 +61,7 @@ pub struct ConvSpec {
 
 /// Non-overlapping max pooling (window = stride = `size`, floor).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PoolSpec {
     /// Window side and stride.
     pub size: u8,
@@ -66,6 +69,7 @@ pub struct PoolSpec {
 
 /// A fully connected layer; its input is flattened in (h, w, c) order.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DenseSpec {
     /// Output features.
     pub units: u16,
@@ -250,6 +254,19 @@ impl LayerSpec {
         }
     }
 
+    /// Multiply-adds of one inference of this layer (convs and dense layers; filters are
+    /// table look-ups and pools comparisons, so 0), between these shapes.
+    pub fn macs(&self, input: Shape, output: Shape) -> u64 {
+        match *self {
+            LayerSpec::Conv(c) => {
+                let k = u64::from(c.kernel);
+                output.len() as u64 * k * k * u64::from(input.channels)
+            }
+            LayerSpec::Dense(d) => input.len() as u64 * u64::from(d.units),
+            LayerSpec::Filter(_) | LayerSpec::MaxPool(_) => 0,
+        }
+    }
+
     /// The layer's activation, if it has one.
     pub fn activation(&self) -> Option<Activation> {
         match *self {
@@ -274,6 +291,7 @@ impl LayerSpec {
 /// A whole network: its input shape and its layers; the output is the last layer's
 /// units (the class logits; softmax is part of the loss).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ArchSpec {
     /// Input image shape (MNIST: 28×28×1).
     pub input: Shape,
@@ -491,6 +509,18 @@ mod tests {
         );
         // 320 + 9248 + 9248 + 9248 + 25650 + 510 = 54,224 (the peer benchmark's count).
         assert_eq!(spec.parameter_count().unwrap(), 54_224);
+        // Multiply-adds per layer, as the CMSIS-NN peer's README counts them for
+        // candidate-c (whose first conv has 4 input channels instead of 1).
+        let macs: std::vec::Vec<u64> = spec
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| l.macs(shapes[i], shapes[i + 1]))
+            .collect();
+        assert_eq!(
+            macs,
+            [194_688, 5_308_416, 0, 921_600, 589_824, 0, 25_600, 500]
+        );
     }
 
     #[test]

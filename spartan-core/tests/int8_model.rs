@@ -142,7 +142,7 @@ fn layers_that_could_overflow_are_rejected() {
         .flat_map(|v| v.to_le_bytes())
         .collect::<Vec<u8>>();
     let tensors = [
-        TensorRef::new(DType::I8, &[n_in, 2], &w),
+        TensorRef::new(DType::I8, &[2, n_in], &w),
         TensorRef::new(DType::I32, &[2], &bias),
         TensorRef::new(DType::I32, &[2, 2], &req),
         TensorRef::new(DType::I32, &[4], &meta),

@@ -42,15 +42,16 @@ fn tiny_tensors() -> Vec<(Vec<u32>, Vec<f32>)> {
     ]
 }
 
-/// Produced by this code when the format was frozen (version 1), then decoded by hand:
-/// `53505254` "SPRT" · `0100` version 1 · `00` kind f32 · `00` reserved · `7a000000`
+/// Produced by this code when the format was frozen (version 1; version 2 changed only
+/// the version field, int8 weights being the change), then decoded by hand:
+/// `53505254` "SPRT" · `0200` version 2 · `00` kind f32 · `00` reserved · `7a000000`
 /// body length 122. Body (postcard): `020201` input 2×2×1 · `02` two layers ·
 /// `00` Filter `00` conv `02` β `03` HSAT `acc52737` sf = 1e-5 · `03` Dense `02` units
 /// `01` linear · `04` four tensors, each `00` (F32), dims count + dims, byte count, then
 /// LE f32 bytes (`0000803f` = 1.0, `000080be` = -0.25, …). The CRC-32 trailer (last 4
 /// bytes) is checked separately against an independent computation.
 const TINY_GOLDEN: &str = "\
-53505254010000007a0000000202010200000203acc527370302010400020102080000803f0000803f\
+53505254020000007a0000000202010200000203acc527370302010400020102080000803f0000803f\
 00010208000080be000040bf0002080240000080c0000060c0000040c0000020c0000000c00000c0bf\
 000080bf000000bf000000000000003f0000803f0000c03f00000040000020400000404000006040\
 000102080000003f000000bf";
@@ -150,6 +151,25 @@ fn random_bit_flips_are_rejected() {
         // CRC (which detects all single-bit errors).
         let _ = load_err(&corrupt);
     }
+}
+
+/// Version 2 changed only how int8 weights are laid out: f32 files of version 1 still
+/// load, int8 files of version 1 are refused rather than misread.
+#[test]
+fn version_1_f32_files_load_and_version_1_int8_files_are_refused() {
+    let resign = |mut b: Vec<u8>, version: u8, kind: u8| {
+        b[4] = version;
+        b[6] = kind;
+        let n = b.len();
+        let crc = spartan_core::format::crc32(&b[..n - 4]);
+        b[n - 4..].copy_from_slice(&crc.to_le_bytes());
+        b
+    };
+    let bytes = encode_f32(&tiny_spec(), &tiny_tensors());
+    let v1 = resign(bytes.clone(), 1, 0);
+    assert_eq!(ModelFile::parse(&v1).unwrap().version, 1);
+    assert!(F32Model::load(&v1).is_ok());
+    assert_eq!(load_err(&resign(bytes, 1, 1)), Error::UnsupportedVersion(1));
 }
 
 #[test]

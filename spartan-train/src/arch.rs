@@ -1,9 +1,13 @@
 //! Resolving `--arch`: a named architecture of the paper or a TOML spec file, plus the
 //! `--beta/--sf/--sigma` overrides.
 
+use crate::fsutil::{read_capped, ReadError};
 use spartan_core::activation::Activation;
 use spartan_core::spec::{ArchSpec, LayerSpec, NamedParams, NAMED_ARCHITECTURES};
 use std::path::Path;
+
+/// Largest spec file read (a spec is a few hundred bytes).
+const MAX_SPEC_BYTES: u64 = 1 << 20;
 
 /// Why an architecture could not be resolved.
 #[derive(Debug, thiserror::Error)]
@@ -12,23 +16,30 @@ pub enum ArchError {
     #[error("unknown architecture {0:?}: use one of {names} or a path to a .toml spec", names = NAMED_ARCHITECTURES.join(", "))]
     Unknown(String),
     /// The spec file could not be read.
-    #[error("{path}: cannot read: {source}")]
-    Io {
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// The spec file is not UTF-8 text.
+    #[error("{path}: not a text file")]
+    NotText {
         /// The file.
         path: String,
-        /// The cause.
-        source: std::io::Error,
     },
-    /// The spec file is not valid TOML for an architecture.
-    #[error("{path}: not a valid architecture spec: {message}")]
+    /// The spec file is not valid TOML for an architecture (unknown keys included: a
+    /// typo must not fall back to a default silently).
+    #[error(
+        "{path}{}: not a valid architecture spec: {message}",
+        .line.map(|l| format!(", line {l}")).unwrap_or_default()
+    )]
     Toml {
         /// The file.
         path: String,
+        /// Where in the file (1-based), when the parser knows.
+        line: Option<usize>,
         /// Parser message.
         message: String,
     },
     /// The spec parses but is inconsistent.
-    #[error("{0}")]
+    #[error(transparent)]
     Invalid(#[from] spartan_core::Error),
     /// An override value is out of range.
     #[error("{0}")]
@@ -96,7 +107,18 @@ impl Overrides {
 pub fn parse_toml(text: &str, path: &str) -> Result<ArchSpec, ArchError> {
     let spec: ArchSpec = toml::from_str(text).map_err(|e| ArchError::Toml {
         path: path.to_string(),
-        message: e.message().to_string(),
+        line: e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1),
+        message: match e.message() {
+            // toml's words for a `[[layers]]` entry that is not exactly one layer.
+            m if m.contains("wanted exactly 1 element") => {
+                "a [[layers]] entry holds one layer table (filter, conv, max-pool or \
+                 dense) and no other key"
+                    .to_string()
+            }
+            m => m.to_string(),
+        },
     })?;
     spec.shapes()?;
     Ok(spec)
@@ -123,9 +145,9 @@ pub fn resolve(arch: &str, overrides: Overrides, classes: u16) -> Result<ArchSpe
             if !path.is_file() {
                 return Err(ArchError::Unknown(arch.to_string()));
             }
-            let text = std::fs::read_to_string(path).map_err(|source| ArchError::Io {
+            let bytes = read_capped(path, MAX_SPEC_BYTES, "architecture spec", b"")?;
+            let text = String::from_utf8(bytes).map_err(|_| ArchError::NotText {
                 path: arch.to_string(),
-                source,
             })?;
             parse_toml(&text, arch)?
         }
@@ -182,7 +204,7 @@ mod tests {
         let e = parse_toml("input = 3", "bad.toml").unwrap_err();
         assert!(
             e.to_string()
-                .starts_with("bad.toml: not a valid architecture spec"),
+                .starts_with("bad.toml, line 1: not a valid architecture spec"),
             "{e}"
         );
         let custom = r#"
@@ -202,5 +224,38 @@ mod tests {
             spec.parameter_count().unwrap(),
             28 * 28 * 2 + 5 * 5 * 2 * 8 + 8 + 6 * 6 * 8 * 10 + 10
         );
+    }
+
+    /// Unknown keys anywhere in a spec are errors naming the key and its line; the
+    /// same spec without them parses.
+    #[test]
+    fn unknown_keys_are_refused_with_their_line() {
+        let named = to_toml(&resolve("candidate-b", Overrides::default(), 10).unwrap());
+        let line_of =
+            |text: &str, needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+        let cases = [
+            ("dropout = 0.5\n", "kernel = 3", "dropout"),
+            ("", "sf = 0.00001", "sff"),
+            ("", "channels = 1", "chanels"),
+            ("", "units = 50", "unit"),
+            ("", "sigma = 1.0", "sigmma"),
+        ];
+        for (extra, target, typo) in cases {
+            let text = if extra.is_empty() {
+                let wrong = target.replacen(target.split(' ').next().unwrap(), typo, 1);
+                named.replacen(target, &wrong, 1)
+            } else {
+                named.replacen(target, &format!("{target}\n{extra}"), 1)
+            };
+            assert_ne!(text, named, "{target} is in the spec:\n{named}");
+            let e = parse_toml(&text, "x.toml").unwrap_err();
+            let line = line_of(&text, typo);
+            let msg = e.to_string();
+            assert!(
+                msg.starts_with(&format!("x.toml, line {line}: ")) && msg.contains(typo),
+                "{typo}: {msg}\n{text}"
+            );
+        }
+        parse_toml(&named, "x.toml").unwrap();
     }
 }

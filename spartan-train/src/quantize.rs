@@ -1,6 +1,7 @@
 //! Post-training quantisation: an f32 network and calibration images in, an int8 model
-//! file (same container, kind int8) out. The integer semantics live in
-//! `spartan_core::int8`; this module only chooses the numbers.
+//! file (same container, kind int8) out. The integer semantics and the file's int8
+//! records live in `spartan_core::int8` (its `Int8Writer` encodes them); this module only
+//! chooses the numbers.
 //!
 //! - Layer 1 becomes exact bit tables over raw pixels (`BitTable::compile`, the float
 //!   expression itself), or per-unit thresholds when every unit is monotone.
@@ -14,8 +15,7 @@ use crate::nn::Network;
 use ndarray::{ArrayView4, ArrayViewD};
 use spartan_core::activation::Activation;
 use spartan_core::filter::{BitTable, FilterKind};
-use spartan_core::format::{self, DType, ModelBody, ModelKind, TensorRef};
-use spartan_core::int8::NEVER_ON;
+use spartan_core::int8::{FilterRecord, Int8Writer, LinearRecord, OutputRecord, NEVER_ON};
 use spartan_core::quant::{phase_factor, Requant};
 use spartan_core::spec::LayerSpec;
 
@@ -52,21 +52,6 @@ fn act_quant(min: f32, max: f32, lo: i32, hi: i32) -> ActQuant {
     ActQuant { scale, zero_point }
 }
 
-/// Owned tensors of the file being built.
-#[derive(Default)]
-struct Tensors(Vec<(DType, Vec<u32>, Vec<u8>)>);
-
-impl Tensors {
-    fn push(&mut self, dtype: DType, dims: &[u32], bytes: Vec<u8>) {
-        self.0.push((dtype, dims.to_vec(), bytes));
-    }
-
-    fn i32s(&mut self, dims: &[u32], values: impl IntoIterator<Item = i32>) {
-        let bytes = values.into_iter().flat_map(i32::to_le_bytes).collect();
-        self.push(DType::I32, dims, bytes);
-    }
-}
-
 /// A conv or dense layer's float parameters: weights `[…, C_out]` (the output channel
 /// fastest, as the file stores them) and biases `[C_out]`.
 struct Linear<'a> {
@@ -75,20 +60,20 @@ struct Linear<'a> {
     activation: Activation,
 }
 
-/// Quantises a conv or dense layer. Returns the output activation quantisation.
+/// Quantises a conv or dense layer into the writer. Returns the output activation
+/// quantisation.
 fn quantize_linear(
-    out: &mut Tensors,
+    out: &mut Int8Writer,
     layer: Linear<'_>,
     input: ActQuant,
     range: (f32, f32),
     is_last: bool,
-) -> ActQuant {
+) -> Result<ActQuant, QuantizeError> {
     let Linear {
         weight,
         bias,
         activation,
     } = layer;
-    let dims: Vec<u32> = weight.shape().iter().map(|&d| d as u32).collect();
     let channels = bias.len();
     let scales: Vec<f64> = (0..channels)
         .map(|c| {
@@ -104,34 +89,26 @@ fn quantize_linear(
             }
         })
         .collect();
-    let qw: Vec<u8> = weight
+    let qw: Vec<i8> = weight
         .iter()
         .enumerate()
         .map(|(i, &w)| {
             (f64::from(w) / scales[i % channels])
                 .round()
-                .clamp(-127.0, 127.0) as i8 as u8
+                .clamp(-127.0, 127.0) as i8
         })
         .collect();
-    out.push(DType::I8, &dims, qw);
     let acc_scale: Vec<f64> = scales.iter().map(|s| s * input.scale).collect();
-    out.i32s(
-        &[channels as u32],
-        bias.iter()
-            .zip(&acc_scale)
-            .map(|(&b, s)| (f64::from(b) / s).round().clamp(-1e9, 1e9) as i32),
-    );
-    let (output, params): (ActQuant, Vec<i32>) = if activation.is_binary() {
+    let qb = bias
+        .iter()
+        .zip(&acc_scale)
+        .map(|(&b, s)| (f64::from(b) / s).round().clamp(-1e9, 1e9) as i32)
+        .collect();
+    let (output, params) = if activation.is_binary() {
         let params = if activation.is_cosine() {
-            acc_scale
-                .iter()
-                .flat_map(|&s| {
-                    let f = phase_factor(s);
-                    [f as u32 as i32, (f >> 32) as i32]
-                })
-                .collect()
+            OutputRecord::Cosine(acc_scale.iter().map(|&s| phase_factor(s)).collect())
         } else {
-            vec![0; 2 * channels]
+            OutputRecord::Step
         };
         (BINARY, params)
     } else {
@@ -142,24 +119,19 @@ fn quantize_linear(
         };
         let params = acc_scale
             .iter()
-            .flat_map(|&s| {
-                let r = Requant::from_real(s / q.scale);
-                [r.multiplier, r.shift]
-            })
+            .map(|&s| Requant::from_real(s / q.scale))
             .collect();
-        (q, params)
+        (q, OutputRecord::Requant(params))
     };
-    out.i32s(&[channels as u32, 2], params);
-    out.i32s(
-        &[4],
-        [
-            input.zero_point,
-            output.zero_point,
-            (output.scale as f32).to_bits() as i32,
-            0,
-        ],
-    );
-    output
+    out.linear(&LinearRecord {
+        weight: qw,
+        bias: qb,
+        output: params,
+        zp_in: input.zero_point,
+        zp_out: output.zero_point,
+        scale_out: output.scale as f32,
+    })?;
+    Ok(output)
 }
 
 /// Why a network cannot be quantised.
@@ -172,7 +144,7 @@ pub enum QuantizeError {
     #[error("cannot quantise: {0}")]
     Unsupported(String),
     /// The result failed the core's validation (a bug, reported rather than written).
-    #[error("the quantised model does not validate: {0}")]
+    #[error("the quantised model does not validate")]
     Invalid(#[from] spartan_core::Error),
 }
 
@@ -185,10 +157,10 @@ pub fn quantize(net: &Network, calib: ArrayView4<'_, f32>) -> Result<Vec<u8>, Qu
     let spec = net.spec().clone();
     let shapes = net.shapes().to_vec();
     let last = spec.layers.len() - 1;
-    let mut tensors = Tensors::default();
+    let mut writer = Int8Writer::new(spec.clone())?;
     let mut act = PIXELS;
     for (i, layer) in spec.layers.iter().enumerate() {
-        let (input, output) = (shapes[i], shapes[i + 1]);
+        let input = shapes[i];
         let params = net.layer_params(i);
         let linear = |activation| Linear {
             weight: params[0].view(),
@@ -199,7 +171,7 @@ pub fn quantize(net: &Network, calib: ArrayView4<'_, f32>) -> Result<Vec<u8>, Qu
             LayerSpec::Filter(f) => {
                 let beta = f.beta as usize;
                 let compile = |w: f32, b: f32| BitTable::compile(f.activation, w, b);
-                match f.kind {
+                let record = match f.kind {
                     FilterKind::Conv => {
                         if input.channels != 1 {
                             return Err(QuantizeError::Unsupported(
@@ -207,11 +179,9 @@ pub fn quantize(net: &Network, calib: ArrayView4<'_, f32>) -> Result<Vec<u8>, Qu
                             ));
                         }
                         let (w, b) = (&params[0], &params[1]);
-                        let bytes = (0..beta)
-                            .flat_map(|k| compile(w[[0, k]], b[[k]]).0)
-                            .flat_map(u32::to_le_bytes)
-                            .collect();
-                        tensors.push(DType::U8, &[beta as u32, 32], bytes);
+                        FilterRecord::Shared(
+                            (0..beta).map(|k| compile(w[[0, k]], b[[k]])).collect(),
+                        )
                     }
                     FilterKind::Offset => {
                         let tables: Vec<BitTable> =
@@ -222,64 +192,31 @@ pub fn quantize(net: &Network, calib: ArrayView4<'_, f32>) -> Result<Vec<u8>, Qu
                             (0..=255u8).all(|p| t.get(p) == (u16::from(p) >= first_on(t)))
                         });
                         if monotone {
-                            let bytes = tables
-                                .iter()
-                                .flat_map(|t| first_on(t).to_le_bytes())
-                                .collect();
-                            let dims = [
-                                input.height as u32,
-                                input.width as u32,
-                                output.channels as u32,
-                            ];
-                            tensors.push(DType::U16, &dims, bytes);
+                            FilterRecord::Thresholds(tables.iter().map(first_on).collect())
                         } else {
-                            let bytes = tables
-                                .iter()
-                                .flat_map(|t| t.0)
-                                .flat_map(u32::to_le_bytes)
-                                .collect();
-                            tensors.push(DType::U8, &[tables.len() as u32, 32], bytes);
+                            FilterRecord::PerUnit(tables)
                         }
                     }
-                }
+                };
+                writer.filter(&record)?;
                 act = BINARY;
             }
             LayerSpec::Conv(cs) => {
                 act = quantize_linear(
-                    &mut tensors,
+                    &mut writer,
                     linear(cs.activation),
                     act,
                     ranges[i],
                     i == last,
-                );
+                )?;
             }
             LayerSpec::MaxPool(_) => {}
             LayerSpec::Dense(d) => {
-                act = quantize_linear(
-                    &mut tensors,
-                    linear(d.activation),
-                    act,
-                    ranges[i],
-                    i == last,
-                );
+                act =
+                    quantize_linear(&mut writer, linear(d.activation), act, ranges[i], i == last)?;
             }
         }
     }
-    let mut refs = heapless::Vec::new();
-    for (dtype, dims, bytes) in &tensors.0 {
-        refs.push(TensorRef::new(*dtype, dims, bytes))
-            .map_err(|_| {
-                QuantizeError::Unsupported("too many tensors for one model file".into())
-            })?;
-    }
-    let bytes = format::to_vec(
-        ModelKind::Int8,
-        &ModelBody {
-            spec,
-            tensors: refs,
-        },
-    );
-    // Never write a file the device would reject.
-    spartan_core::int8::Int8Model::load(&bytes)?;
-    Ok(bytes)
+    // The writer checks the file as the device will: never write one it would reject.
+    Ok(writer.finish()?)
 }

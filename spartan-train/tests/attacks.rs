@@ -18,7 +18,7 @@ use spartan_train::data::{load_embedded, Batch};
 use spartan_train::nn::optim::AdamConfig;
 use spartan_train::nn::{GradMode, Network, Workspace};
 use spartan_train::observe::Silent;
-use spartan_train::train::{train, TrainConfig};
+use spartan_train::train::{train, Start, TrainConfig};
 
 fn linear_model(w: &[f32], b: &[f32], inputs: u16, classes: u16) -> Network {
     let spec = ArchSpec {
@@ -81,7 +81,7 @@ fn trained_standard(limit: usize) -> (Network, Batch<f32>) {
         anneal_epochs: 0,
     };
     let dir = tempfile::tempdir().unwrap();
-    let (_, net) = train(&config, &splits, dir.path(), false, &Silent).unwrap();
+    let (_, net) = train(&config, &splits, dir.path(), Start::Fresh, &Silent).unwrap();
     (net, splits.test.to_input())
 }
 

@@ -1,61 +1,10 @@
 //! The `spartan` binary end to end: bad input gives a one-line error and a non-zero
 //! exit (never a panic), and an interrupted run resumes to the same result.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod cli_support;
 
-fn spartan(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_spartan"))
-        .args(args)
-        .env_remove("SPARTAN_DATA")
-        .output()
-        .expect("run spartan")
-}
-
-/// Asserts failure with a single `error:` line mentioning `needle`, and no panic.
-fn assert_clean_error(out: &Output, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "expected failure, got success: {stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "panic: {stderr}");
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "want one line, got: {stderr}");
-    assert!(lines[0].starts_with("error: "), "{stderr}");
-    assert!(lines[0].contains(needle), "want {needle:?} in: {stderr}");
-}
-
-fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
-    let mut v = vec![0, 0, 8, dims.len() as u8];
-    for d in dims {
-        v.extend_from_slice(&d.to_be_bytes());
-    }
-    v.extend_from_slice(data);
-    v
-}
-
-/// A tiny MNIST-format directory: 20 training and 10 test 28×28 images.
-fn write_dataset(dir: &Path) {
-    let img = |n: usize| {
-        idx(
-            &[n as u32, 28, 28],
-            &(0..n * 784)
-                .map(|i| (i * 37 % 256) as u8)
-                .collect::<Vec<_>>(),
-        )
-    };
-    let lab = |n: usize| {
-        idx(
-            &[n as u32],
-            &(0..n).map(|i| (i % 10) as u8).collect::<Vec<_>>(),
-        )
-    };
-    std::fs::write(dir.join("train-images-idx3-ubyte"), img(20)).unwrap();
-    std::fs::write(dir.join("train-labels-idx1-ubyte"), lab(20)).unwrap();
-    std::fs::write(dir.join("t10k-images-idx3-ubyte"), img(10)).unwrap();
-    std::fs::write(dir.join("t10k-labels-idx1-ubyte"), lab(10)).unwrap();
-}
+use cli_support::{assert_clean_error, command, idx, spartan, write_dataset};
+use std::process::Stdio;
 
 #[test]
 fn bad_inputs_get_one_line_errors() {
@@ -126,7 +75,7 @@ fn bad_inputs_get_one_line_errors() {
     );
     assert_clean_error(
         &spartan(&["inspect", d.join("missing").to_str().unwrap()]),
-        "cannot read model file",
+        "missing: cannot read",
     );
     assert!(!run.join("model.spartan").exists());
 }
@@ -185,7 +134,7 @@ fn attack_inputs_are_checked() {
     std::fs::write(data.join("t10k-labels-idx1-ubyte"), lab(200)).unwrap();
     assert_clean_error(
         &attack(&["--data", data.to_str().unwrap()]),
-        "images are 20×20, expected 28×28",
+        "images are 20×20×1, expected 28×28×1",
     );
     assert!(!out.exists(), "nothing written on bad input");
 }
@@ -222,10 +171,8 @@ fn killed_run_resumes_to_the_same_model() {
     );
 
     let killed = tmp.path().join("killed");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_spartan"))
-        .args(train_args(killed.to_str().unwrap(), &[]))
-        .env_remove("SPARTAN_DATA")
-        .stderr(std::process::Stdio::null())
+    let mut child = command(&train_args(killed.to_str().unwrap(), &[]))
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     // Wait for the first epoch's checkpoint, then kill -9 in the middle of the next.
@@ -245,6 +192,8 @@ fn killed_run_resumes_to_the_same_model() {
         // Killed too late to interrupt: still, the file must be whole.
         spartan_core::float::F32Model::load(&std::fs::read(&model).unwrap()).unwrap();
     }
+    // The killed run's lock file stays behind, stale: the resumed run takes it over.
+    assert!(killed.join(".lock").is_file());
     let out = spartan(&["--quiet", "train", "--resume", killed.to_str().unwrap()]);
     assert!(
         out.status.success(),

@@ -8,7 +8,7 @@ use spartan_train::data::load_embedded;
 use spartan_train::nn::optim::AdamConfig;
 use spartan_train::nn::Workspace;
 use spartan_train::observe::Silent;
-use spartan_train::train::{train, TrainConfig};
+use spartan_train::train::{train, Start, TrainConfig};
 
 /// Worst |Δlogit| over the first 1,000 test images, and how many images differ by more
 /// than 1e-4.
@@ -29,7 +29,7 @@ fn compare(arch: &str) -> (f32, usize) {
         anneal_epochs: 0,
     };
     let dir = tempfile::tempdir().unwrap();
-    let (_, net) = train(&config, &splits, dir.path(), false, &Silent).unwrap();
+    let (_, net) = train(&config, &splits, dir.path(), Start::Fresh, &Silent).unwrap();
     let bytes = std::fs::read(dir.path().join("model.spartan")).unwrap();
     assert_eq!(bytes, net.to_model_bytes());
     let model = F32Model::load(&bytes).unwrap();

@@ -4,34 +4,12 @@
 //! non-zero within 3 s with a clear message. Each run is killed at a deadline.
 #![cfg(unix)]
 
+mod cli_support;
 mod common;
 
+use cli_support::run_within as spartan;
 use common::{Behaviour, FakeDevice};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-/// Runs `spartan ARGS`, killing it after `limit`; returns its output and run time.
-fn spartan(args: &[&str], limit: Duration) -> (Output, Duration) {
-    let start = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_spartan"))
-        .args(args)
-        .env_remove("SPARTAN_DATA")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run spartan");
-    while child.try_wait().expect("wait").is_none() {
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("spartan {args:?} still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let took = start.elapsed();
-    (child.wait_with_output().expect("output"), took)
-}
+use std::time::Duration;
 
 #[test]
 fn spartan_device_serial_classifies_100_images_on_a_pseudo_terminal() {

@@ -141,3 +141,47 @@ fn one_workspace_serves_several_networks() {
         );
     }
 }
+
+/// A batch larger than one wave of chunks (259 samples: 130 chunks, three waves, the
+/// last chunk a single sample) gets exactly the gradients of adding its chunks' own
+/// gradients in chunk order, with 1 or 3 threads.
+#[test]
+fn large_batches_sum_their_chunks_in_order() {
+    let net = net("standard", 8);
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let n = 259;
+    let x = images(&mut rng, n, net.shapes()[0]);
+    let labels: Vec<u8> = (0..n).map(|i| (i * 3 % 10) as u8).collect();
+    let pass = Pass {
+        regularize: false,
+        ..Pass::training(&net)
+    };
+    let scale = 1.0 / n as f32;
+    let grads_of = |first: usize, x: ArrayView4<'_, f32>| {
+        let upstream = |i: usize, row: ArrayView1<'_, f32>, g: ArrayViewMut1<'_, f32>| {
+            cross_entropy_row(row, labels[first + i] as usize, scale, g) * scale
+        };
+        let mut grads = Gradients::zeros(&net);
+        net.backward(x, &pass, upstream, &mut Workspace::new(), Some(&mut grads));
+        grads
+    };
+    let mut want = vec![0.0f32; Gradients::zeros(&net).values().len()];
+    for first in (0..n).step_by(spartan_train::nn::pass::CHUNK) {
+        let end = (first + spartan_train::nn::pass::CHUNK).min(n);
+        let part = grads_of(first, x.slice(ndarray::s![first..end, .., .., ..]));
+        for (w, p) in want.iter_mut().zip(part.values()) {
+            *w += p;
+        }
+    }
+    for threads in [1, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let got = pool.install(|| grads_of(0, x.view()));
+        assert!(
+            got.values() == want.as_slice(),
+            "{threads} threads: the batch's gradients are not its chunks' in order"
+        );
+    }
+}

@@ -202,12 +202,11 @@ impl<T: Pixel> Batch<T> {
         if got == want {
             return Ok(());
         }
+        let hwc = |s: Shape| format!("{}×{}×{}", s.height, s.width, s.channels);
         Err(DataError::ImageSize {
             what: self.name.clone(),
-            got_h: got.height as usize,
-            got_w: got.width as usize,
-            want_h: want.height as usize,
-            want_w: want.width as usize,
+            got: hwc(got),
+            want: hwc(want),
         })
     }
 }

@@ -3,15 +3,25 @@
 //! Format: two zero bytes, a type code (`0x08` = unsigned byte, the only one MNIST
 //! uses), the number of dimensions, then each dimension as a big-endian `u32`, then
 //! the data in row-major order.
+//!
+//! Files are read as a stream: the header first, from the decompressed stream of a
+//! gzipped file, then exactly the bytes it declares, up to [`MAX_DATA_BYTES`]. A file
+//! that declares more is refused before its data is read, so a small gzip bomb costs
+//! no memory; gzip files of several members (as `cat a.gz b.gz` makes) are read whole.
 
-use std::io::{Read, Write};
+use flate2::read::MultiGzDecoder;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
+
+/// Most data bytes an IDX file may declare: 1 GiB, far above real data sets (MNIST's
+/// training images are 47 MB), so that a corrupt or hostile header cannot ask for more.
+pub const MAX_DATA_BYTES: u64 = 1 << 30;
 
 /// Why an IDX file could not be used; every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum IdxError {
     /// The file could not be opened or read.
-    #[error("{path}: cannot read: {source}")]
+    #[error("{path}: cannot read")]
     Io {
         /// The file.
         path: PathBuf,
@@ -19,7 +29,7 @@ pub enum IdxError {
         source: std::io::Error,
     },
     /// The gzip stream is corrupt or cut short.
-    #[error("{path}: corrupt gzip data: {source}")]
+    #[error("{path}: corrupt gzip data")]
     Gzip {
         /// The file.
         path: PathBuf,
@@ -44,6 +54,20 @@ pub enum IdxError {
         /// Bytes available.
         got: usize,
     },
+    /// The header declares more data than any data set has.
+    #[error(
+        "{path}: the header declares {dims} bytes of data, more than the {} MiB a data \
+         file may hold",
+        .limit >> 20
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The dimensions declared, as `a×b×c`.
+        dims: String,
+        /// [`MAX_DATA_BYTES`].
+        limit: u64,
+    },
     /// Fewer data bytes than the header promises.
     #[error("{path}: truncated: header promises {expected} data bytes, file has {got}")]
     Truncated {
@@ -55,12 +79,12 @@ pub enum IdxError {
         got: usize,
     },
     /// More data bytes than the header promises.
-    #[error("{path}: {extra} bytes after the data the header describes")]
+    #[error("{path}: more data than the {expected} bytes the header describes")]
     TrailingBytes {
         /// The file.
         path: PathBuf,
-        /// Extra bytes.
-        extra: usize,
+        /// Bytes the header describes.
+        expected: usize,
     },
     /// The dimensions are not the expected rank.
     #[error("{path}: expected {expected} dimensions, header has {got}")]
@@ -83,89 +107,168 @@ pub struct IdxArray {
     pub data: Vec<u8>,
 }
 
-/// Reads a whole file, transparently un-gzipping it when it starts with the gzip magic.
-pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, IdxError> {
-    let raw = std::fs::read(path).map_err(|source| IdxError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(raw.len() * 4);
-        flate2::read::GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|source| IdxError::Gzip {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        Ok(out)
-    } else {
-        Ok(raw)
+/// An IDX stream whose header has been read: its dimensions are known, its data not
+/// read yet (so callers can check the header against other files first).
+pub struct IdxReader<R> {
+    path: PathBuf,
+    dims: Vec<usize>,
+    len: usize,
+    gz: bool,
+    reader: R,
+}
+
+impl IdxReader<Box<dyn Read>> {
+    /// Opens a raw or gzipped IDX file (told apart by the gzip magic) and reads its
+    /// header.
+    pub fn open(path: &Path) -> Result<Self, IdxError> {
+        let io = |source| IdxError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = BufReader::new(std::fs::File::open(path).map_err(io)?);
+        let gz = file.fill_buf().map_err(io)?.starts_with(&[0x1f, 0x8b]);
+        let reader: Box<dyn Read> = if gz {
+            Box::new(MultiGzDecoder::new(file))
+        } else {
+            Box::new(file)
+        };
+        IdxReader::new(reader, path, gz)
     }
+}
+
+impl<R: Read> IdxReader<R> {
+    /// Reads the header of an IDX stream (`gz`: decompressed from gzip, for error
+    /// messages); `path` only names the source in errors.
+    pub fn new(mut reader: R, path: &Path, gz: bool) -> Result<Self, IdxError> {
+        let p = || path.to_path_buf();
+        let mut magic = [0u8; 4];
+        let got = read_up_to(&mut reader, &mut magic, gz, path)?;
+        if got < 4 {
+            return Err(IdxError::BadHeader { path: p(), got });
+        }
+        if magic[0] != 0 || magic[1] != 0 || magic[2] != 0x08 {
+            return Err(IdxError::BadMagic { path: p(), magic });
+        }
+        let rank = magic[3] as usize;
+        let mut header = vec![0u8; 4 * rank];
+        let got = read_up_to(&mut reader, &mut header, gz, path)?;
+        if rank == 0 || got < header.len() {
+            return Err(IdxError::BadHeader {
+                path: p(),
+                got: 4 + got,
+            });
+        }
+        let dims: Vec<usize> = header
+            .chunks_exact(4)
+            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
+            .collect();
+        let len = dims
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
+            .filter(|&len| len <= MAX_DATA_BYTES)
+            .ok_or_else(|| IdxError::TooLarge {
+                path: p(),
+                dims: dims
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("×"),
+                limit: MAX_DATA_BYTES,
+            })? as usize;
+        Ok(IdxReader {
+            path: p(),
+            dims,
+            len,
+            gz,
+            reader,
+        })
+    }
+
+    /// The dimensions the header declares, outermost first.
+    pub fn dims(&self) -> &[usize] {
+        &self.dims
+    }
+
+    /// Checks the header declares `rank` dimensions.
+    pub fn check_rank(&self, rank: usize) -> Result<(), IdxError> {
+        if self.dims.len() == rank {
+            return Ok(());
+        }
+        Err(IdxError::Rank {
+            path: self.path.clone(),
+            expected: rank,
+            got: self.dims.len(),
+        })
+    }
+
+    /// Reads exactly the data the header declares, and checks nothing follows.
+    pub fn read_data(mut self) -> Result<IdxArray, IdxError> {
+        // Grows with what is actually read: a lying header costs nothing up front.
+        let mut data = Vec::with_capacity(self.len.min(64 << 20));
+        (&mut self.reader)
+            .take(self.len as u64)
+            .read_to_end(&mut data)
+            .map_err(|e| stream_error(&self.path, self.gz, e))?;
+        if data.len() < self.len {
+            return Err(IdxError::Truncated {
+                path: self.path,
+                expected: self.len,
+                got: data.len(),
+            });
+        }
+        let mut more = [0u8; 1];
+        if read_up_to(&mut self.reader, &mut more, self.gz, &self.path)? > 0 {
+            return Err(IdxError::TrailingBytes {
+                path: self.path,
+                expected: self.len,
+            });
+        }
+        Ok(IdxArray {
+            dims: self.dims,
+            data,
+        })
+    }
+}
+
+/// A read error of a raw stream, or a decompression error of a gzipped one.
+fn stream_error(path: &Path, gz: bool, source: std::io::Error) -> IdxError {
+    let path = path.to_path_buf();
+    if gz {
+        IdxError::Gzip { path, source }
+    } else {
+        IdxError::Io { path, source }
+    }
+}
+
+/// Fills as much of `buf` as the stream has; returns how much.
+fn read_up_to(
+    reader: &mut impl Read,
+    buf: &mut [u8],
+    gz: bool,
+    path: &Path,
+) -> Result<usize, IdxError> {
+    let mut got = 0;
+    while got < buf.len() {
+        match reader.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(source) => return Err(stream_error(path, gz, source)),
+        }
+    }
+    Ok(got)
 }
 
 /// Parses IDX bytes (already un-gzipped); `path` only names the source in errors.
 pub fn parse(bytes: &[u8], path: &Path) -> Result<IdxArray, IdxError> {
-    let p = || path.to_path_buf();
-    if bytes.len() < 4 {
-        return Err(IdxError::BadHeader {
-            path: p(),
-            got: bytes.len(),
-        });
-    }
-    let magic = [bytes[0], bytes[1], bytes[2], bytes[3]];
-    if magic[0] != 0 || magic[1] != 0 || magic[2] != 0x08 {
-        return Err(IdxError::BadMagic { path: p(), magic });
-    }
-    let rank = magic[3] as usize;
-    let header = 4 + 4 * rank;
-    if rank == 0 || bytes.len() < header {
-        return Err(IdxError::BadHeader {
-            path: p(),
-            got: bytes.len(),
-        });
-    }
-    let dims: Vec<usize> = bytes[4..header]
-        .chunks_exact(4)
-        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
-        .collect();
-    let expected = dims
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or(IdxError::BadHeader {
-            path: p(),
-            got: bytes.len(),
-        })?;
-    let got = bytes.len() - header;
-    if got < expected {
-        return Err(IdxError::Truncated {
-            path: p(),
-            expected,
-            got,
-        });
-    }
-    if got > expected {
-        return Err(IdxError::TrailingBytes {
-            path: p(),
-            extra: got - expected,
-        });
-    }
-    Ok(IdxArray {
-        dims,
-        data: bytes[header..].to_vec(),
-    })
+    IdxReader::new(bytes, path, false)?.read_data()
 }
 
 /// Reads and parses an IDX file, checking its rank.
 pub fn read(path: &Path, rank: usize) -> Result<IdxArray, IdxError> {
-    let array = parse(&read_maybe_gz(path)?, path)?;
-    if array.dims.len() != rank {
-        return Err(IdxError::Rank {
-            path: path.to_path_buf(),
-            expected: rank,
-            got: array.dims.len(),
-        });
-    }
-    Ok(array)
+    let reader = IdxReader::open(path)?;
+    reader.check_rank(rank)?;
+    reader.read_data()
 }
 
 /// Encodes an array as IDX bytes.
@@ -226,7 +329,7 @@ mod tests {
         long.push(1);
         assert!(matches!(
             parse(&long, &p()),
-            Err(IdxError::TrailingBytes { extra: 1, .. })
+            Err(IdxError::TrailingBytes { expected: 16, .. })
         ));
         let e = parse(&bytes[..bytes.len() - 3], &p()).unwrap_err();
         assert_eq!(
@@ -243,5 +346,57 @@ mod tests {
         std::fs::write(&f, &gz[..gz.len() / 2]).unwrap();
         let e = read(&f, 1).unwrap_err();
         assert!(matches!(e, IdxError::Gzip { .. }), "{e}");
+    }
+
+    /// `cat a.gz b.gz` is a valid gzip file: every member is read.
+    #[test]
+    fn multi_member_gzip_is_read_whole() {
+        let data: Vec<u8> = (0..3 * 4 * 4).map(|i| i as u8).collect();
+        let bytes = encode(&[3, 4, 4], &data);
+        let mut two = gzip(&bytes[..20]).unwrap();
+        two.extend(gzip(&bytes[20..]).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("two.gz");
+        std::fs::write(&f, two).unwrap();
+        assert_eq!(read(&f, 3).unwrap(), parse(&bytes, &p()).unwrap());
+    }
+
+    /// A gzip bomb whose header declares more than [`MAX_DATA_BYTES`] is refused from
+    /// its header; one that declares little is read no further than declared.
+    #[test]
+    fn bombs_are_refused_from_the_header_and_never_read_past_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("bomb.gz");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(&encode(&[70_000, 128, 128], &[])).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..64 {
+            enc.write_all(&zeros).unwrap();
+        }
+        std::fs::write(&f, enc.finish().unwrap()).unwrap();
+        let e = read(&f, 3).unwrap_err();
+        assert!(matches!(e, IdxError::TooLarge { .. }), "{e}");
+        assert!(e.to_string().contains("70000×128×128"), "{e}");
+
+        /// Counts what is read from it.
+        struct Counting<R>(R, std::rc::Rc<std::cell::Cell<usize>>);
+        impl<R: Read> Read for Counting<R> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.0.read(buf)?;
+                self.1.set(self.1.get() + n);
+                Ok(n)
+            }
+        }
+        let mut long = encode(&[10, 2, 2], &[5; 40]);
+        long.extend(std::iter::repeat_n(0u8, 1 << 20));
+        let count = std::rc::Rc::new(std::cell::Cell::new(0));
+        let r = IdxReader::new(Counting(long.as_slice(), count.clone()), &p(), false).unwrap();
+        assert_eq!(r.dims(), [10, 2, 2]);
+        let e = r.read_data().unwrap_err();
+        assert!(
+            matches!(e, IdxError::TrailingBytes { expected: 40, .. }),
+            "{e}"
+        );
+        assert!(count.get() <= 16 + 40 + 1, "read {} bytes", count.get());
     }
 }

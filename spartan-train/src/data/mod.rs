@@ -4,8 +4,10 @@ mod batch;
 pub mod idx;
 
 pub use batch::{Batch, Dataset, Pixel};
-use idx::IdxError;
+use flate2::read::MultiGzDecoder;
+use idx::{IdxError, IdxReader};
 use ndarray::Array4;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Why a data set could not be loaded.
@@ -53,23 +55,37 @@ pub enum DataError {
         /// Number of classes allowed.
         classes: usize,
     },
-    /// Image sizes differ from what is needed.
-    #[error("{what}: images are {got_h}×{got_w}, expected {want_h}×{want_w}")]
+    /// Image shapes differ from what is needed.
+    #[error("{what}: images are {got}, expected {want} (height×width×channels)")]
     ImageSize {
         /// Which data.
         what: String,
-        /// Height found.
-        got_h: usize,
-        /// Width found.
-        got_w: usize,
-        /// Height wanted.
-        want_h: usize,
-        /// Width wanted.
-        want_w: usize,
+        /// Shape found, `h×w×c`.
+        got: String,
+        /// Shape wanted, `h×w×c`.
+        want: String,
     },
     /// The file holds no example.
     #[error("{0}: holds no example")]
     Empty(String),
+}
+
+/// Checks there is one label per image.
+fn check_counts(
+    n_images: usize,
+    n_labels: usize,
+    images: &str,
+    labels: &str,
+) -> Result<(), DataError> {
+    if n_images == n_labels {
+        return Ok(());
+    }
+    Err(DataError::CountMismatch {
+        images: images.to_string(),
+        n_images,
+        labels: labels.to_string(),
+        n_labels,
+    })
 }
 
 impl Dataset {
@@ -81,14 +97,7 @@ impl Dataset {
         labels_name: &str,
     ) -> Result<Dataset, DataError> {
         let (n, h, w) = (images.dims[0], images.dims[1], images.dims[2]);
-        if labels.dims[0] != n {
-            return Err(DataError::CountMismatch {
-                images: images_name.to_string(),
-                n_images: n,
-                labels: labels_name.to_string(),
-                n_labels: labels.dims[0],
-            });
-        }
+        check_counts(n, labels.dims[0], images_name, labels_name)?;
         if n == 0 || h == 0 || w == 0 {
             return Err(DataError::Empty(images_name.to_string()));
         }
@@ -114,13 +123,38 @@ pub struct Splits {
     pub source: String,
 }
 
-/// File stems of the four MNIST files.
-const FILES: [(&str, &str); 4] = [
-    ("training images", "train-images-idx3-ubyte"),
-    ("training labels", "train-labels-idx1-ubyte"),
-    ("test images", "t10k-images-idx3-ubyte"),
-    ("test labels", "t10k-labels-idx1-ubyte"),
-];
+/// One of a data set's two parts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    /// The training images and labels.
+    Train,
+    /// The test images and labels.
+    Test,
+}
+
+impl Split {
+    /// What the part's images and labels are called, and their MNIST file stems.
+    fn files(self) -> [(&'static str, &'static str); 2] {
+        match self {
+            Split::Train => [
+                ("training images", "train-images-idx3-ubyte"),
+                ("training labels", "train-labels-idx1-ubyte"),
+            ],
+            Split::Test => [
+                ("test images", "t10k-images-idx3-ubyte"),
+                ("test labels", "t10k-labels-idx1-ubyte"),
+            ],
+        }
+    }
+
+    /// The embedded subset's gzipped images and labels of this part.
+    fn embedded(self) -> [&'static [u8]; 2] {
+        match self {
+            Split::Train => [embedded::TRAIN_IMAGES, embedded::TRAIN_LABELS],
+            Split::Test => [embedded::TEST_IMAGES, embedded::TEST_LABELS],
+        }
+    }
+}
 
 fn find(dir: &Path, what: &'static str, stem: &str) -> Result<PathBuf, DataError> {
     let names = [
@@ -140,12 +174,37 @@ fn find(dir: &Path, what: &'static str, stem: &str) -> Result<PathBuf, DataError
         })
 }
 
-fn load_pair(dir: &Path, images: usize, labels: usize) -> Result<Dataset, DataError> {
-    let ip = find(dir, FILES[images].0, FILES[images].1)?;
-    let lp = find(dir, FILES[labels].0, FILES[labels].1)?;
+/// Images and labels from two IDX streams whose headers are read: the counts are
+/// compared before any data is read.
+fn read_pair<I: Read, L: Read>(
+    images: IdxReader<I>,
+    labels: IdxReader<L>,
+    images_name: &str,
+    labels_name: &str,
+) -> Result<Dataset, DataError> {
+    images.check_rank(3)?;
+    labels.check_rank(1)?;
+    check_counts(images.dims()[0], labels.dims()[0], images_name, labels_name)?;
     Dataset::from_idx(
-        idx::read(&ip, 3)?,
-        idx::read(&lp, 1)?,
+        images.read_data()?,
+        labels.read_data()?,
+        images_name,
+        labels_name,
+    )
+}
+
+/// One part of the MNIST-format files in `dir` (raw or `.gz`), reading only its two
+/// files.
+pub fn load_dir_split(dir: &Path, split: Split) -> Result<Dataset, DataError> {
+    if !dir.is_dir() {
+        return Err(DataError::MissingDir(dir.to_path_buf()));
+    }
+    let [(images, i_stem), (labels, l_stem)] = split.files();
+    let ip = find(dir, images, i_stem)?;
+    let lp = find(dir, labels, l_stem)?;
+    read_pair(
+        IdxReader::open(&ip)?,
+        IdxReader::open(&lp)?,
         &ip.display().to_string(),
         &lp.display().to_string(),
     )
@@ -164,11 +223,8 @@ fn checked_splits(train: Dataset, test: Dataset, source: String) -> Result<Split
 
 /// Loads the four MNIST-format files from `dir` (raw or `.gz`).
 pub fn load_dir(dir: &Path) -> Result<Splits, DataError> {
-    if !dir.is_dir() {
-        return Err(DataError::MissingDir(dir.to_path_buf()));
-    }
-    let train = load_pair(dir, 0, 1)?;
-    let test = load_pair(dir, 2, 3)?;
+    let train = load_dir_split(dir, Split::Train)?;
+    let test = load_dir_split(dir, Split::Test)?;
     checked_splits(train, test, dir.display().to_string())
 }
 
@@ -189,42 +245,20 @@ pub mod embedded {
         include_bytes!("../../../data/mnist-subset/t10k-labels-idx1-ubyte.gz");
 }
 
-fn decode_embedded(bytes: &[u8], name: &str, rank: usize) -> Result<idx::IdxArray, DataError> {
-    use std::io::Read;
-    let path = PathBuf::from(name);
-    let mut raw = Vec::new();
-    flate2::read::GzDecoder::new(bytes)
-        .read_to_end(&mut raw)
-        .map_err(|source| IdxError::Gzip {
-            path: path.clone(),
-            source,
-        })?;
-    let a = idx::parse(&raw, &path)?;
-    if a.dims.len() != rank {
-        return Err(IdxError::Rank {
-            path,
-            expected: rank,
-            got: a.dims.len(),
-        }
-        .into());
-    }
-    Ok(a)
+/// One part of the embedded default subset.
+pub fn load_embedded_split(split: Split) -> Result<Dataset, DataError> {
+    let [(images, _), (labels, _)] = split.files();
+    let [i, l] = split.embedded();
+    let (iname, lname) = (format!("embedded {images}"), format!("embedded {labels}"));
+    let open =
+        |bytes, name: &str| IdxReader::new(MultiGzDecoder::new(bytes), Path::new(name), true);
+    read_pair(open(i, &iname)?, open(l, &lname)?, &iname, &lname)
 }
 
 /// The embedded default subset.
 pub fn load_embedded() -> Result<Splits, DataError> {
-    let pair = |i: &[u8], l: &[u8], name: &str| -> Result<Dataset, DataError> {
-        let iname = format!("embedded {name} images");
-        let lname = format!("embedded {name} labels");
-        Dataset::from_idx(
-            decode_embedded(i, &iname, 3)?,
-            decode_embedded(l, &lname, 1)?,
-            &iname,
-            &lname,
-        )
-    };
-    let train = pair(embedded::TRAIN_IMAGES, embedded::TRAIN_LABELS, "training")?;
-    let test = pair(embedded::TEST_IMAGES, embedded::TEST_LABELS, "test")?;
+    let train = load_embedded_split(Split::Train)?;
+    let test = load_embedded_split(Split::Test)?;
     checked_splits(
         train,
         test,
@@ -237,6 +271,15 @@ pub fn load(dir: Option<&Path>) -> Result<Splits, DataError> {
     match dir {
         Some(d) => load_dir(d),
         None => load_embedded(),
+    }
+}
+
+/// One part of `--data DIR` if given, else of the embedded subset: what a command that
+/// needs only the test images (or only the training images) loads.
+pub fn load_split(dir: Option<&Path>, split: Split) -> Result<Dataset, DataError> {
+    match dir {
+        Some(d) => load_dir_split(d, split),
+        None => load_embedded_split(split),
     }
 }
 

@@ -5,8 +5,9 @@
 //! Parallelism: a batch is cut into chunks of [`CHUNK`] samples; each chunk runs through
 //! every layer (forward, then backward) on one core, in a per-thread buffer set small
 //! enough to stay in cache. Each chunk writes its own partial gradients, which are then
-//! summed in chunk order, so results do not depend on scheduling: seeded runs are
-//! reproducible bit for bit.
+//! added in chunk order, so results do not depend on scheduling: seeded runs are
+//! reproducible bit for bit. Chunks run in waves of at most 64, so a pass holds one
+//! wave's partial gradients however large the batch.
 
 use super::act::GradMode;
 use super::layer::{Backward, Forward};
@@ -261,6 +262,40 @@ struct Run<'a, U> {
     upstream: Option<&'a U>,
 }
 
+/// Bytes of chunk partial gradients a pass holds at most (unless a wave of one chunk
+/// per thread needs more).
+const PARTIALS_BUDGET: usize = 64 << 20;
+
+/// Most chunks of a wave: 64 chunks (128 samples, the default batch, one wave).
+const WAVE_CHUNKS: usize = 64;
+
+/// Chunks per wave for a network of `params` parameters on `threads` threads. A batch
+/// runs in waves: each chunk of a wave writes its own partial gradients, which are then
+/// added to the total in chunk order, so memory holds one wave's partials however large
+/// the batch. The additions are the same, in the same order, whatever the wave size:
+/// results depend neither on it nor on the thread count.
+fn wave_chunks(params: usize, threads: usize) -> usize {
+    let fit = PARTIALS_BUDGET / (4 * params.max(1));
+    fit.clamp(threads, WAVE_CHUNKS.max(threads))
+}
+
+/// `total += partials[0] + partials[1] + …`, element by element in chunk order
+/// (starting from zero when `fresh`), in parallel over slices of the vector.
+fn add_in_order(total: &mut [f32], partials: &[Vec<f32>], fresh: bool) {
+    const SLICE: usize = 4096;
+    total.par_chunks_mut(SLICE).enumerate().for_each(|(j, t)| {
+        let (start, len) = (j * SLICE, t.len());
+        if fresh {
+            t.fill(0.0);
+        }
+        for p in partials {
+            for (a, b) in t.iter_mut().zip(&p[start..start + len]) {
+                *a += b;
+            }
+        }
+    });
+}
+
 impl Network {
     /// Logits of a batch (`n × classes`), in `ws`.
     ///
@@ -362,59 +397,40 @@ impl Network {
         let x = x.as_slice().unwrap_or(&[]);
         let (in_len, out_len) = (input.len(), output.len());
         let threads = rayon::current_num_threads().max(1);
-        ws.threads
-            .resize_with(threads.max(ws.threads.len()), Default::default);
-        ws.output.resize(n * out_len, 0.0);
+        let Workspace {
+            threads: slots,
+            partials,
+            output: out_buf,
+            input_grads,
+        } = ws;
+        slots.resize_with(threads.max(slots.len()), Default::default);
+        out_buf.resize(n * out_len, 0.0);
         let chunks = n.div_ceil(CHUNK);
         let backward = run.upstream.is_some();
-        if let Some(g) = grads.as_deref() {
-            let total = g.values.len();
-            let want = self.grad_ranges().last().map_or(0, |r| r.end);
-            assert_eq!(total, want, "gradients of another network");
-            if ws.partials.len() < chunks {
-                ws.partials.resize_with(chunks, Vec::new);
+        let wave = match grads.as_deref() {
+            Some(g) => {
+                let total = g.values.len();
+                let want = self.grad_ranges().last().map_or(0, |r| r.end);
+                assert_eq!(total, want, "gradients of another network");
+                let wave = wave_chunks(total, threads).min(chunks.max(1));
+                if partials.len() < wave {
+                    partials.resize_with(wave, Vec::new);
+                }
+                for p in &mut partials[..wave] {
+                    p.resize(total, 0.0);
+                }
+                wave
             }
-            for p in &mut ws.partials[..chunks] {
-                p.resize(total, 0.0);
-            }
-        }
+            None => chunks.max(1),
+        };
         if run.input_grads {
-            ws.input_grads.resize(n * in_len, 0.0);
+            input_grads.resize(n * in_len, 0.0);
         }
         let l1: Vec<f32> = self.layers()[layers.clone()]
             .iter()
             .map(|l| match l.activity_l1() {
                 w if run.regularize && w != 0.0 => w / n as f32,
                 _ => 0.0,
-            })
-            .collect();
-        let mut partials: Vec<Option<&mut [f32]>> = match grads {
-            Some(_) => ws.partials[..chunks]
-                .iter_mut()
-                .map(|p| Some(p.as_mut_slice()))
-                .collect(),
-            None => (0..chunks).map(|_| None).collect(),
-        };
-        let mut gxs: Vec<Option<&mut [f32]>> = if run.input_grads {
-            ws.input_grads
-                .chunks_mut(CHUNK * in_len)
-                .map(Some)
-                .collect()
-        } else {
-            (0..chunks).map(|_| None).collect()
-        };
-        let jobs: Vec<Job<'_>> = x
-            .chunks(CHUNK * in_len)
-            .zip(ws.output.chunks_mut(CHUNK * out_len))
-            .zip(partials.drain(..))
-            .zip(gxs.drain(..))
-            .enumerate()
-            .map(|(c, (((x, out), partial), gx))| Job {
-                first: c * CHUNK,
-                x,
-                out,
-                partial,
-                gx,
             })
             .collect();
         let ctx = Chunks {
@@ -424,31 +440,58 @@ impl Network {
             l1,
             upstream: run.upstream,
         };
-        let slots = &ws.threads;
-        let sums: Vec<(f64, Vec<f64>)> = jobs
-            .into_par_iter()
-            .map(|job| {
-                let slot = rayon::current_thread_index().unwrap_or(0) % slots.len();
-                match slots[slot].try_lock() {
-                    Ok(mut b) => {
-                        b.fit(self, &layers, backward);
-                        ctx.run(&mut b, job)
-                    }
-                    // Only when called from an unexpected thread pool: private buffers.
-                    Err(_) => {
-                        let mut b = ChunkBuffers::default();
-                        b.fit(self, &layers, backward);
-                        ctx.run(&mut b, job)
-                    }
-                }
-            })
-            .collect();
+        let mut xs = x.chunks(CHUNK * in_len);
+        let mut outs = out_buf.chunks_mut(CHUNK * out_len);
+        let mut gxs = run
+            .input_grads
+            .then(|| input_grads.chunks_mut(CHUNK * in_len));
+        let slots = &*slots;
         let mut totals = Totals::default();
         let mut l1_sums = vec![0.0f64; layers.len()];
-        for (loss, l1) in &sums {
-            totals.loss += loss;
-            for (t, v) in l1_sums.iter_mut().zip(l1) {
-                *t += v;
+        if let (0, Some(g)) = (chunks, grads.as_deref_mut()) {
+            g.values.fill(0.0);
+        }
+        for first in (0..chunks).step_by(wave) {
+            let count = wave.min(chunks - first);
+            let mut wave_partials = partials.iter_mut();
+            let jobs: Vec<Job<'_>> = (first..first + count)
+                .map(|c| Job {
+                    first: c * CHUNK,
+                    x: xs.next().expect("one input slice per chunk"),
+                    out: outs.next().expect("one output slice per chunk"),
+                    partial: grads
+                        .is_some()
+                        .then(|| wave_partials.next().map(Vec::as_mut_slice))
+                        .flatten(),
+                    gx: gxs.as_mut().and_then(Iterator::next),
+                })
+                .collect();
+            let sums: Vec<(f64, Vec<f64>)> = jobs
+                .into_par_iter()
+                .map(|job| {
+                    let slot = rayon::current_thread_index().unwrap_or(0) % slots.len();
+                    match slots[slot].try_lock() {
+                        Ok(mut b) => {
+                            b.fit(self, &layers, backward);
+                            ctx.run(&mut b, job)
+                        }
+                        // Only when called from an unexpected thread pool: private buffers.
+                        Err(_) => {
+                            let mut b = ChunkBuffers::default();
+                            b.fit(self, &layers, backward);
+                            ctx.run(&mut b, job)
+                        }
+                    }
+                })
+                .collect();
+            for (loss, l1) in &sums {
+                totals.loss += loss;
+                for (t, v) in l1_sums.iter_mut().zip(l1) {
+                    *t += v;
+                }
+            }
+            if let Some(g) = grads.as_deref_mut() {
+                add_in_order(&mut g.values, &partials[..count], first == 0);
             }
         }
         totals.regularizer = ctx
@@ -457,23 +500,6 @@ impl Network {
             .zip(&l1_sums)
             .map(|(&s, &v)| f64::from(s) * v)
             .sum::<f64>() as f32;
-        if let Some(g) = grads.as_deref_mut() {
-            // Sum chunk partials in chunk order (deterministic), in parallel over slices.
-            let partials = &ws.partials[..chunks];
-            g.values
-                .par_chunks_mut(4096)
-                .enumerate()
-                .for_each(|(j, g)| {
-                    let start = j * 4096;
-                    g.fill(0.0);
-                    let len = g.len();
-                    for p in partials {
-                        for (a, b) in g.iter_mut().zip(&p[start..start + len]) {
-                            *a += b;
-                        }
-                    }
-                });
-        }
         if run.regularize {
             for i in layers {
                 let (layer, p) = (&self.layers()[i], self.layer_params(i));
@@ -525,5 +551,37 @@ impl Network {
             }
         }
         ranges
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::loss_and_grads;
+    use ndarray::Array4;
+    use rand::SeedableRng;
+    use spartan_core::spec::{ArchSpec, NamedParams};
+
+    /// Memory for gradients does not grow with the batch: a batch of 300 samples (150
+    /// chunks) holds at most one wave of partial gradients.
+    #[test]
+    fn partial_gradients_are_bounded_whatever_the_batch() {
+        let spec = ArchSpec::named("standard", NamedParams::default()).unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let net = Network::init(&spec, &mut rng).unwrap();
+        let n = 300;
+        let x = Array4::from_shape_fn((n, 28, 28, 1), |(i, y, x, _)| {
+            ((i + y * x) % 7) as f32 / 7.0
+        });
+        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+        let mut ws = Workspace::new();
+        let mut grads = Gradients::zeros(&net);
+        loss_and_grads(&net, x.view(), &labels, &mut ws, &mut grads);
+        assert!(grads.values().iter().any(|&g| g != 0.0));
+        assert!(
+            ws.partials.len() <= WAVE_CHUNKS,
+            "{} partial gradient buffers for {n} samples",
+            ws.partials.len()
+        );
     }
 }

@@ -1,9 +1,10 @@
 //! The training loop: seeded shuffles, synthetic-gradient backprop, Adam, per-batch
 //! loss log, atomic per-epoch checkpoints and resumption after an interruption.
 
+mod resume;
 mod run_dir;
 
-pub use run_dir::{files, read_config, RunDir};
+pub use run_dir::{config_hash, files, read_config, RunDir, RunLock, RunRecord, Start};
 
 use crate::data::{Batch, Pixel, Splits};
 use crate::eval::evaluate;
@@ -43,7 +44,8 @@ pub struct TrainConfig {
     /// Weight initialisation.
     #[serde(default)]
     pub init: Init,
-    /// The last this-many epochs train at a tenth of the learning rate (0: constant).
+    /// The last this-many epochs train at a tenth of the learning rate, but never more
+    /// than a sixth of the steps ([`ANNEAL_SHARE_DIVISOR`]; 0: constant).
     #[serde(default)]
     pub anneal_epochs: usize,
 }
@@ -52,12 +54,38 @@ pub struct TrainConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     /// A run-directory file could not be written or read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {action}")]
     Io {
         /// The file.
         path: PathBuf,
+        /// What failed ("cannot write").
+        action: &'static str,
         /// The cause.
         source: std::io::Error,
+    },
+    /// A run-directory file could not be read whole.
+    #[error(transparent)]
+    Read(#[from] crate::fsutil::ReadError),
+    /// Another process is writing the run directory.
+    #[error(
+        "{dir} is in use by another run ({holder}): wait for it to end, or choose another --out"
+    )]
+    Locked {
+        /// The directory.
+        dir: PathBuf,
+        /// What the lock file says of its holder (`pid N`).
+        holder: String,
+    },
+    /// A fresh run was asked for in a directory that holds files.
+    #[error(
+        "{dir} already holds files ({found}): give --resume {dir} to continue its run, \
+         --overwrite to replace it, or another --out"
+    )]
+    NotEmpty {
+        /// The directory.
+        dir: PathBuf,
+        /// The files found.
+        found: String,
     },
     /// A bad setting.
     #[error("{0}")]
@@ -81,6 +109,12 @@ pub enum TrainError {
 /// Network and optimiser state at an epoch boundary.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
+    /// The run that wrote it ([`RunRecord::run_id`]).
+    pub run_id: String,
+    /// Hash of the configuration it was trained with ([`config_hash`]).
+    pub config_hash: String,
+    /// Epochs that configuration planned (a resumed run may extend them).
+    pub planned_epochs: usize,
     /// Epochs finished.
     pub epochs_done: usize,
     /// Network parameters, in optimiser order.
@@ -122,6 +156,9 @@ pub struct Summary {
     pub test_accuracy_per_epoch: Vec<f64>,
     /// Loss of the last batch.
     pub final_loss: f32,
+    /// Mean loss of each epoch's examples.
+    #[serde(default)]
+    pub loss_per_epoch: Vec<f32>,
     /// Training wall time (seconds, excluding evaluation), over all sessions.
     pub train_seconds: f64,
     /// Training throughput.
@@ -130,12 +167,29 @@ pub struct Summary {
     pub version: String,
 }
 
+/// At most one step in this many trains at the annealed rate: a sixth, as in the
+/// default schedule (the last of six epochs). A short run anneals only its last sixth
+/// instead of starving: a 1-epoch run trains 5/6 of its steps at the full rate.
+pub const ANNEAL_SHARE_DIVISOR: usize = 6;
+
 impl TrainConfig {
-    /// Optimiser settings for `epoch` (0-based): the base rate, or a tenth of it in the
-    /// final `anneal_epochs` epochs, which settles the last epoch's noise.
-    pub fn adam_for_epoch(&self, epoch: usize) -> AdamConfig {
+    /// Index of the first step (counted over the whole run, from 0) trained at a tenth
+    /// of the rate, with `steps_per_epoch` steps per epoch: the last `anneal_epochs`
+    /// epochs' steps, but never more than a sixth of all steps
+    /// ([`ANNEAL_SHARE_DIVISOR`]). Runs of at least six times `anneal_epochs` epochs
+    /// anneal exactly their last `anneal_epochs` epochs.
+    pub fn anneal_start(&self, steps_per_epoch: usize) -> usize {
+        let total = self.epochs * steps_per_epoch;
+        let cap = total / ANNEAL_SHARE_DIVISOR;
+        total - (self.anneal_epochs * steps_per_epoch).min(cap)
+    }
+
+    /// Optimiser settings for `step` (counted over the whole run, from 0): the base
+    /// rate, or a tenth of it from [`anneal_start`](Self::anneal_start) on, which
+    /// settles the last steps' noise.
+    pub fn adam_for_step(&self, step: usize, steps_per_epoch: usize) -> AdamConfig {
         let mut cfg = self.adam;
-        if epoch + self.anneal_epochs >= self.epochs {
+        if step >= self.anneal_start(steps_per_epoch) {
             cfg.lr *= 0.1;
         }
         cfg
@@ -168,6 +222,18 @@ impl TrainConfig {
         self.spec.shapes()?;
         Ok(())
     }
+}
+
+/// Mean loss per example of an epoch's first `losses.len()` batches of `batch`
+/// examples out of `n` (the last batch of an epoch may be smaller).
+pub fn mean_loss(losses: &[f32], batch: usize, n: usize) -> f32 {
+    let (mut sum, mut count) = (0.0f64, 0usize);
+    for (k, &l) in losses.iter().enumerate() {
+        let size = batch.min(n.saturating_sub(k * batch));
+        sum += f64::from(l) * size as f64;
+        count += size;
+    }
+    (sum / count.max(1) as f64) as f32
 }
 
 /// Deterministic order of the training set for one epoch.
@@ -238,12 +304,25 @@ impl Trainer {
         data: &Batch<impl Pixel>,
         order: &[usize],
         batch: usize,
+        on_step: impl FnMut(f32),
+    ) {
+        self.epoch_scheduled(|_| *cfg, data, order, batch, on_step);
+    }
+
+    /// [`epoch`](Self::epoch) with the optimiser settings of the epoch's `k`-th step
+    /// (from 0) given by `schedule(k)`.
+    pub fn epoch_scheduled(
+        &mut self,
+        schedule: impl Fn(usize) -> AdamConfig,
+        data: &Batch<impl Pixel>,
+        order: &[usize],
+        batch: usize,
         mut on_step: impl FnMut(f32),
     ) {
         let (mut buf, mut labels) = (Vec::new(), Vec::new());
-        for idx in order.chunks(batch.max(1)) {
+        for (k, idx) in order.chunks(batch.max(1)).enumerate() {
             let x = data.gather_input(idx, &mut buf, &mut labels);
-            on_step(self.step(cfg, x, &labels));
+            on_step(self.step(&schedule(k), x, &labels));
         }
     }
 
@@ -271,6 +350,8 @@ pub struct EpochDone<'a> {
     pub epochs: usize,
     /// Loss of every batch so far.
     pub losses: &'a [f32],
+    /// Mean loss of this epoch's examples.
+    pub mean_loss: f32,
     /// Clean test accuracy after this epoch, in `[0, 1]`.
     pub test_accuracy: f64,
 }
@@ -282,7 +363,7 @@ pub fn train(
     config: &TrainConfig,
     data: &Splits,
     out: &Path,
-    resume: bool,
+    start: Start,
     observer: &dyn Observer,
 ) -> Result<(Summary, Network), TrainError> {
     config.validate()?;
@@ -290,10 +371,51 @@ pub fn train(
     data.train.check_shape(shapes[0])?;
     data.train.check_classes(config.spec.classes())?;
     data.test.check_classes(config.spec.classes())?;
-    let run = RunDir::create(out)?;
+    let n = data.train.len();
+    let batches_per_epoch = n.div_ceil(config.batch);
+    let run = match start {
+        Start::Resume => RunDir::open(out),
+        Start::Fresh | Start::Overwrite => RunDir::create(out)?,
+    };
+    let _lock = run.lock()?;
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let mut trainer = Trainer::new(Network::init_with(&config.spec, config.init, &mut rng)?);
+    let (record, checkpoint) = match start {
+        Start::Fresh | Start::Overwrite => {
+            if start == Start::Fresh {
+                run.ensure_empty()?;
+            } else {
+                run.clear()?;
+            }
+            let record = RunRecord::new(config.clone());
+            run.save_record(&record)?;
+            (record, None)
+        }
+        Start::Resume => {
+            run.remove_temporaries()?;
+            let record = run.load_record()?;
+            let ck = run.load_checkpoint()?;
+            let bad = |message| run.resume_error(files::CHECKPOINT, message);
+            if let Some(ck) = &ck {
+                resume::check_checkpoint(&record, ck, batches_per_epoch).map_err(bad)?;
+            }
+            let done = ck.as_ref().map_or(0, |ck| ck.epochs_done);
+            let changed = resume::apply(&record, config, done, batches_per_epoch)
+                .map_err(|message| run.resume_error(files::CONFIG, message))?;
+            let record = match changed {
+                Some(extended) => {
+                    run.save_record(&extended)?;
+                    extended
+                }
+                None => record,
+            };
+            (record, ck)
+        }
+    };
     let mut state = Checkpoint {
+        run_id: record.run_id.clone(),
+        config_hash: record.config_hash.clone(),
+        planned_epochs: config.epochs,
         epochs_done: 0,
         params: Vec::new(),
         adam: trainer.adam.clone(),
@@ -301,22 +423,27 @@ pub fn train(
         test_accuracy: Vec::new(),
         seconds: 0.0,
     };
-    let checkpoint = if resume { run.load_checkpoint()? } else { None };
-    match checkpoint {
-        Some(ck) => {
-            let bad = |message| run.resume_error(files::CHECKPOINT, message);
-            trainer.net.set_param_values(&ck.params).map_err(bad)?;
-            if ck.adam.m.len() != ck.params.len() {
-                return Err(bad("optimiser state does not match the parameters".into()));
-            }
-            trainer.adam = ck.adam.clone();
-            state = ck;
+    if let Some(ck) = checkpoint {
+        let bad = |message| run.resume_error(files::CHECKPOINT, message);
+        trainer.net.set_param_values(&ck.params).map_err(bad)?;
+        if ck.adam.m.len() != ck.params.len() {
+            return Err(bad("optimiser state does not match the parameters".into()));
         }
-        None => run.save_config(config)?,
+        if ck.losses.len() != ck.epochs_done * batches_per_epoch {
+            return Err(bad(format!(
+                "{} batch losses for {} epochs of {batches_per_epoch} batches: the \
+                 training data changed since",
+                ck.losses.len(),
+                ck.epochs_done
+            )));
+        }
+        trainer.adam = ck.adam;
+        state.epochs_done = ck.epochs_done;
+        state.losses = ck.losses;
+        state.test_accuracy = ck.test_accuracy;
+        state.seconds = ck.seconds;
     }
 
-    let n = data.train.len();
-    let batches_per_epoch = n.div_ceil(config.batch);
     let total = (config.epochs * batches_per_epoch) as u64;
     observer.begin(
         "train",
@@ -327,17 +454,19 @@ pub fn train(
         let started = Instant::now();
         let order = epoch_order(config.seed, epoch, n);
         let first = state.losses.len();
-        let adam = config.adam_for_epoch(epoch);
-        trainer.epoch(&adam, &data.train, &order, config.batch, |loss| {
+        let first_step = epoch * batches_per_epoch;
+        let schedule = |k| config.adam_for_step(first_step + k, batches_per_epoch);
+        trainer.epoch_scheduled(schedule, &data.train, &order, config.batch, |loss| {
             state.losses.push(loss);
             observer.advance(1);
             let steps = state.losses.len() - first;
             if steps.is_multiple_of(10) {
                 let secs = started.elapsed().as_secs_f64().max(1e-9);
                 observer.status(&format!(
-                    "epoch {}/{} loss {loss:.4} {:.0} samples/s",
+                    "epoch {}/{} loss {:.4} {:.0} samples/s",
                     epoch + 1,
                     config.epochs,
+                    mean_loss(&state.losses[first..], config.batch, n),
                     (steps * config.batch) as f64 / secs
                 ));
             }
@@ -356,6 +485,7 @@ pub fn train(
             epoch: epoch + 1,
             epochs: config.epochs,
             losses: &state.losses,
+            mean_loss: mean_loss(&state.losses[first..], config.batch, n),
             test_accuracy: acc,
         });
     }
@@ -380,6 +510,11 @@ pub fn train(
         test_accuracy,
         test_accuracy_per_epoch: state.test_accuracy.clone(),
         final_loss: state.losses.last().copied().unwrap_or(f32::NAN),
+        loss_per_epoch: state
+            .losses
+            .chunks(batches_per_epoch.max(1))
+            .map(|l| mean_loss(l, config.batch, n))
+            .collect(),
         train_seconds: state.seconds,
         samples_per_second: (config.epochs * n) as f64 / state.seconds.max(1e-9),
         version: env!("CARGO_PKG_VERSION").to_string(),

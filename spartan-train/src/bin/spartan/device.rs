@@ -36,7 +36,7 @@ pub const DEFAULT_BAUD: u32 = 115_200;
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
     /// The serial port could not be opened or configured.
-    #[error("cannot open serial port {path}: {source}")]
+    #[error("cannot open serial port {path}")]
     Open {
         /// The port.
         path: String,
@@ -44,7 +44,7 @@ pub enum DeviceError {
         source: serialport::Error,
     },
     /// The link broke (device unplugged, reset, or its end closed).
-    #[error("the link to the device broke: {0}")]
+    #[error("the link to the device broke")]
     Link(#[from] io::Error),
     /// No valid answer within the timeout.
     #[error("no valid answer to {request} within {timeout:.1?} ({attempts} sent): {seen}")]

@@ -16,11 +16,12 @@ mod progress;
 mod report;
 mod reproduce;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 fn main() {
-    let cli = cli::Cli::parse();
-    if let Err(e) = cli::run(cli) {
+    let matches = cli::Cli::command().get_matches();
+    let cli = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Err(e) = cli::run(cli, &matches) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

@@ -160,10 +160,10 @@ pub enum PlotError {
     #[error("drawing the chart failed: {0}")]
     Render(String),
     /// PNG encoding of the rendered bitmap failed.
-    #[error("encoding the PNG failed: {0}")]
+    #[error("encoding the PNG failed")]
     Encode(#[from] png::EncodingError),
     /// Writing the temporary file or renaming it into place failed.
-    #[error("{action} {path:?} failed: {source}")]
+    #[error("{action} {path:?} failed")]
     Io {
         /// The step that failed, e.g. "creating temporary file".
         action: &'static str,

@@ -4,11 +4,9 @@
 use crate::report::loss_chart;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use spartan_train::observe::Observer;
+use spartan_train::train::files::LOSS_PNG;
 use spartan_train::train::EpochDone;
 use std::cell::RefCell;
-
-/// The loss chart every training run directory gets, redrawn after each epoch.
-pub const LOSS_PNG: &str = "loss.png";
 
 /// Factory of progress bars with one on/off switch, and the observer of library work.
 #[derive(Debug, Default)]
@@ -85,13 +83,17 @@ impl Observer for Progress {
             "epoch {}/{}: loss {:.4}, test accuracy {:.2}%",
             e.epoch,
             e.epochs,
-            e.losses.last().copied().unwrap_or(f32::NAN),
+            e.mean_loss,
             e.test_accuracy * 100.0
         ));
         let png = e.run_dir.join(LOSS_PNG);
         if let Err(err) = loss_chart(&[(e.arch, e.losses)], &png) {
             // A chart is a convenience: report it, keep training.
-            self.println(&format!("warning: could not draw {}: {err}", png.display()));
+            let err = anyhow::Error::new(err);
+            self.println(&format!(
+                "warning: could not draw {}: {err:#}",
+                png.display()
+            ));
         }
     }
 }

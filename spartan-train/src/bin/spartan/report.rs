@@ -23,8 +23,7 @@ pub fn write_attack(report: &AttackReport, dir: &Path, model_name: &str) -> std:
             .collect(),
     );
     let title = format!("{} attack: accuracy vs ε (n = {})", report.attack, report.n);
-    accuracy_chart(&title, &[line], &dir.join("attack.png"))
-        .map_err(|e| std::io::Error::other(e.to_string()))
+    accuracy_chart(&title, &[line], &dir.join("attack.png")).map_err(std::io::Error::other)
 }
 
 /// Per-batch loss of one or more runs, raw (faint) and smoothed, on a log axis.

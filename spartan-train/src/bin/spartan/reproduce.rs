@@ -214,7 +214,12 @@ fn train_stage(
         );
         return Ok((summary, net));
     }
-    Ok(train::train(&config, data, run_dir, same_run, progress)?)
+    let start = if same_run {
+        train::Start::Resume
+    } else {
+        train::Start::Overwrite
+    };
+    Ok(train::train(&config, data, run_dir, start, progress)?)
 }
 
 /// Revision of the attack code's semantics: results computed by another revision are
@@ -311,7 +316,7 @@ fn write_figures(
     }
     for (file, title, pick) in &charts {
         crate::report::accuracy_chart(title, &lines(pick.as_ref()), &out.join(file))
-            .map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+            .with_context(|| file.to_string())?;
     }
     let loss_of = |name: &str| {
         results
@@ -327,7 +332,7 @@ fn write_figures(
         ],
         &out.join("figure8-loss.png"),
     )
-    .map_err(|e| anyhow::anyhow!("figure8-loss.png: {e}"))?;
+    .context("figure8-loss.png")?;
     Ok(())
 }
 

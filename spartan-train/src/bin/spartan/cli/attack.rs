@@ -13,7 +13,7 @@ use spartan_train::attack::threat::Grid;
 use spartan_train::attack::white_box::{
     all_attacks, white_box, Plan, WhiteBoxAttack, WhiteBoxConfig, WhiteBoxResult,
 };
-use spartan_train::data;
+use spartan_train::data::Split;
 use spartan_train::int8::Int8Runner;
 use spartan_train::nn::GradMode;
 use std::path::PathBuf;
@@ -228,8 +228,7 @@ pub(super) fn attack(a: AttackArgs, progress: Progress) -> anyhow::Result<()> {
     let eps = parse_eps(&a.eps).map_err(|e| anyhow::anyhow!("--eps: {e}"))?;
     a.strength.check()?;
     let model = load_any_model(&a.model)?;
-    let splits = data::load(a.data.data.as_deref())?;
-    let test = splits.test;
+    let test = a.data.load(Split::Test)?;
     if a.holdout == 0 || a.holdout >= test.len() {
         bail!(
             "--holdout must be between 1 and {} (the test set size minus one)",

@@ -6,7 +6,7 @@ use crate::device::{self, Client, Link, SerialLink, DEFAULT_BAUD};
 use crate::progress::Progress;
 use anyhow::{bail, Context};
 use spartan_core::protocol::Info;
-use spartan_train::data;
+use spartan_train::data::{self, Split};
 use spartan_train::int8::Int8Runner;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -145,14 +145,17 @@ pub(super) fn device(a: DeviceArgs, progress: Progress) -> anyhow::Result<()> {
         return list();
     }
     anyhow::ensure!(a.images >= 1, "--images must be at least 1");
-    let splits = data::load(a.data.data.as_deref())?;
-    let test = splits.test.take(a.images);
-    let host_model = a
-        .model
-        .as_ref()
-        .map(std::fs::read)
-        .transpose()
-        .context("cannot read --model")?;
+    let test = a.data.load(Split::Test)?.take(a.images);
+    let host_model = match &a.model {
+        Some(path) => match super::load_any_model(path)? {
+            super::AnyModel::Int8(bytes) => Some(bytes),
+            super::AnyModel::F32(_) => bail!(
+                "{}: an f32 model, but devices run int8 models (`spartan quantize` makes one)",
+                path.display()
+            ),
+        },
+        None => None,
+    };
     let host = host_model.as_deref().map(Int8Runner::load).transpose()?;
     let run = Run {
         test: &test,

@@ -42,7 +42,7 @@ pub(super) fn inspect(a: InspectArgs) -> anyhow::Result<()> {
     println!(
         "{}: Spartan model, format v{}, kind {}, {} bytes, CRC-32 {:#010x}",
         a.model.display(),
-        spartan_core::format::FORMAT_VERSION,
+        file.version,
         file.kind.name(),
         bytes.len(),
         file.crc

@@ -11,7 +11,10 @@ mod quantize;
 mod reproduce;
 mod train;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, Parser, Subcommand};
+use spartan_train::data::{self, DataError, Dataset, Split};
+use spartan_train::fsutil::read_capped;
 use std::path::PathBuf;
 
 /// Spartan Networks: train, evaluate, attack, quantize and export robust classifiers.
@@ -32,6 +35,21 @@ pub struct DataArgs {
     /// Directory with MNIST-format IDX files (raw or .gz); default: the embedded subset.
     #[arg(long, env = "SPARTAN_DATA", value_name = "DIR")]
     pub data: Option<PathBuf>,
+}
+
+impl DataArgs {
+    /// One part of the data (commands read only the files they use).
+    pub fn load(&self, split: Split) -> Result<Dataset, DataError> {
+        data::load_split(self.data.as_deref(), split)
+    }
+
+    /// Where the data comes from, for messages.
+    pub fn describe(&self) -> String {
+        match &self.data {
+            Some(d) => d.display().to_string(),
+            None => "the embedded MNIST subset".to_string(),
+        }
+    }
 }
 
 /// Subcommands.
@@ -61,11 +79,21 @@ pub enum Command {
     Bench(bench::BenchWhat),
 }
 
-/// Runs a parsed command line.
-pub fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs a parsed command line; `matches` say which arguments it gave.
+pub fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     let progress = crate::progress::Progress::new(cli.quiet);
+    let given = |name: &str| {
+        let command = Cli::command();
+        match (
+            command.find_subcommand(name),
+            matches.subcommand_matches(name),
+        ) {
+            (Some(c), Some(m)) => given_flags(c, m),
+            _ => Vec::new(),
+        }
+    };
     match cli.command {
-        Command::Train(a) => train::train(a, progress),
+        Command::Train(a) => train::train(a, &given("train"), progress),
         Command::Eval(a) => train::eval(a, progress),
         Command::Inspect(a) => inspect::inspect(a),
         Command::Spec(a) => inspect::spec(a),
@@ -78,10 +106,29 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The options (`--name`) of `command` given on the command line `m`: not defaults,
+/// not environment variables.
+fn given_flags(command: &clap::Command, m: &clap::ArgMatches) -> Vec<String> {
+    command
+        .get_arguments()
+        .filter(|a| m.value_source(a.get_id().as_str()) == Some(ValueSource::CommandLine))
+        .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+        .collect()
+}
+
+/// Largest model file read: 256 MiB, far above any network trained here (the paper's
+/// is 220 kB), so that a wrong path (`/dev/zero`) fails at once instead of filling memory.
+const MAX_MODEL_BYTES: u64 = 256 << 20;
+
 /// Reads a model file with a clear error.
 pub(crate) fn read_model_file(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
-    use anyhow::Context;
-    std::fs::read(path).with_context(|| format!("cannot read model file {}", path.display()))
+    let magic = spartan_core::format::MAGIC;
+    Ok(read_capped(
+        path,
+        MAX_MODEL_BYTES,
+        "Spartan model file",
+        &magic,
+    )?)
 }
 
 /// A model file of either kind.

@@ -2,7 +2,7 @@
 
 use super::{read_model_file, DataArgs};
 use anyhow::Context;
-use spartan_train::data;
+use spartan_train::data::Split;
 use spartan_train::fsutil::write_atomic;
 use spartan_train::nn::Network;
 use std::path::PathBuf;
@@ -28,12 +28,11 @@ pub(super) fn quantize(a: QuantizeArgs) -> anyhow::Result<()> {
     let bytes = read_model_file(&a.model)?;
     let net = Network::load(&bytes)
         .with_context(|| format!("{} (quantize needs an f32 model)", a.model.display()))?;
-    let splits = data::load(a.data.data.as_deref())?;
-    splits
-        .train
+    let train = a.data.load(Split::Train)?;
+    train
         .check_shape(net.shapes()[0])
         .context("calibration data does not fit the model")?;
-    let calib = splits.train.take(a.calib).to_input();
+    let calib = train.take(a.calib).to_input();
     let q = spartan_train::quantize::quantize(&net, calib.images())?;
     write_atomic(&a.out, &q).with_context(|| format!("cannot write {}", a.out.display()))?;
     let model = spartan_core::int8::Int8Model::load(&q)?;

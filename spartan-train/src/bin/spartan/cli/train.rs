@@ -4,11 +4,11 @@ use super::DataArgs;
 use crate::progress::Progress;
 use anyhow::{bail, Context};
 use spartan_train::arch::{resolve, Overrides};
-use spartan_train::data;
+use spartan_train::data::{self, Split};
 use spartan_train::eval::evaluate;
 use spartan_train::nn::optim::AdamConfig;
 use spartan_train::nn::Init;
-use spartan_train::train::{self as trainer, read_config, TrainConfig};
+use spartan_train::train::{self as trainer, read_config, RunDir, Start, TrainConfig};
 use std::path::PathBuf;
 
 /// Arguments of `spartan train`.
@@ -43,16 +43,24 @@ pub struct TrainArgs {
     /// Initialisation of conv and dense weights (glorot: the Keras default the paper used).
     #[arg(long, value_enum, default_value = "glorot")]
     pub init: InitArg,
-    /// Train the last N epochs at a tenth of --lr (0: the paper's constant rate).
+    /// Train the last N epochs at a tenth of --lr, but never more than the last sixth of
+    /// all steps, so a short run still learns: a run of 6·N epochs or more anneals its
+    /// last N epochs, a shorter one its last sixth of steps (0: the paper's constant rate).
     #[arg(long, default_value_t = 1)]
     pub anneal_epochs: usize,
     /// Use only the first N training images (quick experiments).
     #[arg(long, value_name = "N")]
     pub train_limit: Option<usize>,
-    /// Run directory (created): model.spartan, loss.csv, loss.png, summary.json, checkpoint.
+    /// Run directory, new or empty: run.json, checkpoint.bin, loss.csv, loss.png,
+    /// model.spartan, summary.json.
     #[arg(long, value_name = "RUN_DIR", required_unless_present = "resume")]
     pub out: Option<PathBuf>,
-    /// Continue an interrupted run from its last finished epoch.
+    /// Replace the run in a non-empty --out directory (its files are removed first).
+    #[arg(long, requires = "out")]
+    pub overwrite: bool,
+    /// Continue an interrupted run from its last finished epoch, with the settings of
+    /// its run.json; only --epochs may be given beside it, to extend the run while the
+    /// epochs done ran the same learning rates as they would in the longer run.
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "out")]
     pub resume: Option<PathBuf>,
 }
@@ -85,11 +93,30 @@ pub struct EvalArgs {
     pub data: DataArgs,
 }
 
-pub(super) fn train(a: TrainArgs, progress: Progress) -> anyhow::Result<()> {
-    let (config, out, resume) = match &a.resume {
+/// Options `--resume` takes beside it: `--epochs` (an extension) and the display.
+const RESUMABLE: [&str; 3] = ["--resume", "--epochs", "--quiet"];
+
+/// `given`: the options on the command line (`--name`).
+pub(super) fn train(a: TrainArgs, given: &[String], progress: Progress) -> anyhow::Result<()> {
+    let (config, out, start) = match &a.resume {
         Some(run) => {
-            let cfg = read_config(run)?;
-            (cfg, run.clone(), true)
+            let refused: Vec<String> = given
+                .iter()
+                .filter(|flag| !RESUMABLE.contains(&flag.as_str()))
+                .cloned()
+                .collect();
+            if !refused.is_empty() {
+                bail!(
+                    "{} cannot be given with --resume: a resumed run keeps the settings of \
+                     its run.json (only --epochs may extend it)",
+                    refused.join(", ")
+                );
+            }
+            let mut cfg = read_config(run)?;
+            if given.iter().any(|flag| flag == "--epochs") {
+                cfg.epochs = a.epochs;
+            }
+            (cfg, run.clone(), Start::Resume)
         }
         None => {
             let out = a.out.clone().context("--out is required")?;
@@ -117,7 +144,16 @@ pub(super) fn train(a: TrainArgs, progress: Progress) -> anyhow::Result<()> {
                 init: a.init.into(),
                 anneal_epochs: a.anneal_epochs,
             };
-            (cfg, out, false)
+            if !a.overwrite && out.is_dir() {
+                // Fail before loading data; train checks again under the lock.
+                RunDir::open(&out).ensure_empty()?;
+            }
+            let start = if a.overwrite {
+                Start::Overwrite
+            } else {
+                Start::Fresh
+            };
+            (cfg, out, start)
         }
     };
     config.validate()?;
@@ -140,7 +176,7 @@ pub(super) fn train(a: TrainArgs, progress: Progress) -> anyhow::Result<()> {
         config.batch,
         config.seed
     );
-    let (summary, _) = trainer::train(&config, &splits, &out, resume, &progress)?;
+    let (summary, _) = trainer::train(&config, &splits, &out, start, &progress)?;
     println!(
         "test accuracy {:.2}% after {} epochs ({:.1} s, {:.0} samples/s); wrote {}",
         summary.test_accuracy * 100.0,
@@ -154,8 +190,7 @@ pub(super) fn train(a: TrainArgs, progress: Progress) -> anyhow::Result<()> {
 
 pub(super) fn eval(a: EvalArgs, _progress: Progress) -> anyhow::Result<()> {
     let model = super::load_any_model(&a.model)?;
-    let splits = data::load(a.data.data.as_deref())?;
-    let test = &splits.test;
+    let test = &a.data.load(Split::Test)?;
     if test.is_empty() {
         bail!("the test set is empty");
     }
@@ -180,7 +215,7 @@ pub(super) fn eval(a: EvalArgs, _progress: Progress) -> anyhow::Result<()> {
         "{kind} accuracy {:.2}% on {} test images of {}",
         e.accuracy * 100.0,
         e.n,
-        splits.source
+        a.data.describe()
     );
     print!("{}", e.confusion_table());
     Ok(())
