@@ -208,9 +208,9 @@ fn free_elements(
         .collect()
 }
 
-/// Number of images of `x` with at least one element that can change its code within
+/// For each image of `x`, whether at least one element can change its code within
 /// `eps` on `grid` (the others' filter output, hence the network's answer, is the same
-/// everywhere in their ball), and which.
+/// everywhere in their ball).
 pub fn movable(filter: &ElementFilter, x: ArrayView4<'_, f32>, eps: f32, grid: Grid) -> Vec<bool> {
     free_elements(filter, x, eps, grid)
         .iter()
