@@ -7,7 +7,9 @@ use rand_chacha::ChaCha8Rng;
 use spartan_core::activation::Activation;
 use spartan_core::filter::{pixel_to_unit, FilterKind, FilterSpec};
 use spartan_core::spec::{ArchSpec, DenseSpec, LayerSpec, Shape};
-use spartan_train::attack::filter_codes::{filter_codes, ElementFilter, FilterCodesConfig};
+use spartan_train::attack::filter_codes::{
+    filter_codes, movable, ElementFilter, FilterCodesConfig,
+};
 use spartan_train::attack::gradient::Loss;
 use spartan_train::attack::pgd::PgdConfig;
 use spartan_train::attack::sweep::AttackReport;
@@ -256,4 +258,39 @@ fn the_cascade_only_ever_lowers_robust_accuracy() {
             "clean, own labels"
         );
     }
+}
+
+/// An image the sweep does not attack (no element can change its code in the ball)
+/// really has one answer everywhere in its ball: random points of the ball and its
+/// corners all get the clean class.
+#[test]
+fn images_without_a_free_element_cannot_be_moved() {
+    let mut rng = ChaCha8Rng::seed_from_u64(0xf1ed);
+    let mut ws = Workspace::new();
+    let mut fixed = 0;
+    for _ in 0..200 {
+        let pixels = rng.random_range(3..=8u16);
+        let net = tiny_model(&mut rng, pixels);
+        let filter = ElementFilter::of(&net).unwrap();
+        let eps = rng.random_range(0.005..0.08);
+        let x = Array4::from_shape_fn((1, 1, pixels as usize, 1), |_| {
+            pixel_to_unit(rng.random_range(0..=255u8))
+        });
+        if movable(&filter, x.view(), eps, Grid::Real)[0] {
+            continue;
+        }
+        fixed += 1;
+        let y = classify(&net, x.view(), &mut ws)[0];
+        let points = Array4::from_shape_fn((64, 1, pixels as usize, 1), |(k, _, e, _)| {
+            let (lo, hi) = ball(x[[0, 0, e, 0]], eps);
+            match k {
+                0 => lo,
+                1 => hi,
+                _ => rng.random_range(lo..=hi),
+            }
+        });
+        let preds = classify(&net, points.view(), &mut ws);
+        assert!(preds.iter().all(|&p| p == y), "{preds:?} vs {y}");
+    }
+    assert!(fixed >= 20, "only {fixed} images without a free element");
 }
