@@ -297,7 +297,7 @@ pub(super) fn attack(a: AttackArgs, progress: Progress) -> anyhow::Result<()> {
                 AttackKind::Fgsm => (vec![WhiteBoxAttack::Fgsm { grad }], Plan::Each),
                 AttackKind::Pgd => (vec![WhiteBoxAttack::Pgd(a.strength.pgd(grad))], Plan::Each),
                 AttackKind::FilterCodes => {
-                    spartan_train::attack::filter_codes::ElementFilter::of(&net)
+                    filter_codes::ElementFilter::of(&net)
                         .map_err(|e| anyhow::anyhow!("--attack filter-codes: {e}"))?;
                     let codes = FilterCodesConfig {
                         grad,
