@@ -101,6 +101,14 @@ fn attack_inputs_are_checked() {
     assert_clean_error(&attack(&["--eps", "-0.2"]), "outside [0, 1]");
     assert_clean_error(&attack(&["--eps", ""]), "empty ε list");
     assert_clean_error(&attack(&["--eps", "0:0.3"]), "start:stop:step");
+    assert_clean_error(
+        &attack(&["--pgd-restarts", "0"]),
+        "--pgd-restarts must be between 1 and 10000",
+    );
+    assert_clean_error(
+        &attack(&["--codes-probe-rounds", "99999"]),
+        "--codes-probe-rounds must be at most 10000",
+    );
     let junk = d.join("junk.bin");
     std::fs::write(&junk, vec![7u8; 100]).unwrap();
     assert_clean_error(

@@ -228,6 +228,7 @@ pub fn black_box(
     cfg: &BlackBoxConfig,
     observer: &dyn Observer,
 ) -> AttackReport {
+    let started = std::time::Instant::now();
     let s = train_substitute(oracle, holdout, classes, cfg, observer);
     let mut ws = Workspace::new();
     let sub_preds = classify(&s.net, eval.images(), &mut ws);
@@ -249,6 +250,7 @@ pub fn black_box(
         points.push(SweepPoint {
             eps: e,
             accuracy: correct as f64 / eval.len().max(1) as f64,
+            accuracy_u8: None,
             n: eval.len(),
         });
         observer.advance(1);
@@ -266,5 +268,6 @@ pub fn black_box(
         substitute_accuracy: Some(accuracy(&sub_preds, &eval.labels)),
         substitute_agreement: Some(accuracy(&sub_preds, &oracle_clean)),
         points,
+        seconds: started.elapsed().as_secs_f64(),
     }
 }
