@@ -233,6 +233,80 @@ pub fn pixel_codes(units: &[Unit], p_lo: u8, p_hi: u8, mut visit: impl FnMut(u32
     }
 }
 
+/// Every code raw pixels `p_lo..=p_hi` reach, each with the pixel nearest to `p` that
+/// gives it (the lower one on a tie), visited nearest first — so the first visit is
+/// `p`'s own code when `p` lies in the range. What a verifier needs to turn a code back
+/// into the smallest change of the image; unlike [`pixel_codes`] it takes any number of
+/// units up to [`MAX_UNITS`].
+pub fn nearest_pixel_codes(
+    units: &[Unit],
+    p: u8,
+    p_lo: u8,
+    p_hi: u8,
+    mut visit: impl FnMut(u32, u8),
+) {
+    if p_lo > p_hi {
+        return;
+    }
+    let p = p.clamp(p_lo, p_hi);
+    let mut seen = heapless::Vec::<u32, 256>::new();
+    for d in 0..=255u8 {
+        let below = p.checked_sub(d).filter(|&q| q >= p_lo);
+        let above = p.checked_add(d).filter(|&q| q <= p_hi && d > 0);
+        if below.is_none() && above.is_none() {
+            break;
+        }
+        for q in below.into_iter().chain(above) {
+            let code = code_of(units, pixel_to_unit(q));
+            if !seen.contains(&code) {
+                // At most 256 pixel values, so at most 256 codes: the push fits.
+                let _ = seen.push(code);
+                visit(code, q);
+            }
+        }
+    }
+}
+
+/// Every code the floats of `[lo, hi]` reach, each with the float of its segments
+/// nearest to `x` (the lower one on a tie), visited nearest first: the real-valued
+/// counterpart of [`nearest_pixel_codes`], built on [`CodeSegments`]. Returns `false`,
+/// having visited nothing, if the interval reaches more than [`MAX_CODES`] codes.
+#[must_use]
+pub fn nearest_codes(
+    units: &[Unit],
+    x: f32,
+    lo: f32,
+    hi: f32,
+    mut visit: impl FnMut(u32, f32),
+) -> bool {
+    // (code, representative, distance); a code may own several segments (cosines).
+    let mut best = heapless::Vec::<(u32, f32, f64), MAX_CODES>::new();
+    for seg in CodeSegments::new(units, lo, hi) {
+        let v = seg.nearest(x);
+        let d = (f64::from(v) - f64::from(x)).abs();
+        match best.iter_mut().find(|b| b.0 == seg.code) {
+            Some(b) => {
+                if d < b.2 {
+                    *b = (seg.code, v, d);
+                }
+            }
+            None => {
+                if best.push((seg.code, v, d)).is_err() {
+                    return false;
+                }
+            }
+        }
+    }
+    best.sort_unstable_by(|a, b| a.2.total_cmp(&b.2).then(a.1.total_cmp(&b.1)));
+    for (code, v, _) in best {
+        visit(code, v);
+    }
+    true
+}
+
+/// Most distinct codes [`nearest_codes`] collects for one interval.
+pub const MAX_CODES: usize = 256;
+
 /// Maps a float to an integer with the same order (−0.0 and 0.0 adjacent).
 fn ordered(x: f32) -> i64 {
     let b = x.to_bits() as i32;
@@ -371,6 +445,64 @@ mod tests {
         let off = element_units(&spec(FilterKind::Offset), &[], &bias, 1, 1).expect("offset");
         assert_eq!((off[0].w, off[0].b, off[1].b), (1.0, -0.3, -0.4));
         assert!(element_units(&spec(FilterKind::Offset), &[], &bias, 1, 3).is_none());
+    }
+
+    #[test]
+    fn nearest_pixel_codes_name_every_code_once_with_its_nearest_pixel() {
+        let mut rng = XorShift(0x0dd5_eed5_0000_0003);
+        for _ in 0..60 {
+            let beta = 1 + rng.below(6);
+            let units = random_units(&mut rng, beta);
+            let (a, b) = (rng.below(256) as u8, rng.below(256) as u8);
+            let (lo, hi) = (a.min(b), a.max(b));
+            let p = lo + (rng.below(usize::from(hi - lo) + 1) as u8);
+            let mut found = heapless::Vec::<(u32, u8), 64>::new();
+            nearest_pixel_codes(&units, p, lo, hi, |c, q| {
+                found.push((c, q)).expect("few codes");
+            });
+            assert_eq!(found[0], (code_of(&units, pixel_to_unit(p)), p));
+            // Brute force: every pixel's code is named, by a pixel at least as near.
+            for q in lo..=hi {
+                let c = code_of(&units, pixel_to_unit(q));
+                let &(_, r) = found.iter().find(|f| f.0 == c).expect("code named");
+                assert!(r.abs_diff(p) <= q.abs_diff(p), "{c}: {r} vs {q}");
+                assert_eq!(code_of(&units, pixel_to_unit(r)), c);
+            }
+            assert!(found
+                .windows(2)
+                .all(|w| w[0].1.abs_diff(p) <= w[1].1.abs_diff(p)));
+            let codes: heapless::Vec<u32, 64> = found.iter().map(|f| f.0).collect();
+            assert!(codes
+                .iter()
+                .enumerate()
+                .all(|(i, c)| !codes[..i].contains(c)));
+        }
+    }
+
+    #[test]
+    fn nearest_codes_agree_with_the_segments() {
+        let mut rng = XorShift(0x0dd5_eed5_0000_0004);
+        for _ in 0..60 {
+            let beta = 1 + rng.below(5);
+            let units = random_units(&mut rng, beta);
+            let (a, b) = (rng.uniform(0.0, 1.0), rng.uniform(0.0, 1.0));
+            let (lo, hi) = (a.min(b), a.max(b));
+            let x = rng.uniform(lo, hi).clamp(lo, hi);
+            let mut found = heapless::Vec::<(u32, f32), 64>::new();
+            assert!(nearest_codes(&units, x, lo, hi, |c, v| {
+                found.push((c, v)).expect("few codes");
+            }));
+            assert_eq!(found[0], (code_of(&units, x), x));
+            let segs: heapless::Vec<CodeSegment, 256> = CodeSegments::new(&units, lo, hi).collect();
+            for s in &segs {
+                let &(_, v) = found.iter().find(|f| f.0 == s.code).expect("code named");
+                assert!((v - x).abs() <= (s.nearest(x) - x).abs());
+            }
+            for &(c, v) in &found {
+                assert!((lo..=hi).contains(&v));
+                assert_eq!(code_of(&units, v), c);
+            }
+        }
     }
 
     #[test]

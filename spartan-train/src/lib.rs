@@ -10,6 +10,7 @@
 
 pub mod arch;
 pub mod attack;
+pub mod certify;
 pub mod data;
 pub mod eval;
 pub mod export;

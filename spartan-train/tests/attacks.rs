@@ -10,8 +10,9 @@ use spartan_train::arch::{resolve, Overrides};
 use spartan_train::attack::blackbox::{
     black_box, class_probability_grads, lambda_sign, BlackBoxConfig,
 };
-use spartan_train::attack::gradient::{fgsm, pgd, PgdConfig};
-use spartan_train::attack::sweep::{white_box_sweep, WhiteBox, WhiteBoxConfig};
+use spartan_train::attack::gradient::{fgsm, Loss};
+use spartan_train::attack::pgd::{pgd, PgdConfig, Schedule};
+use spartan_train::attack::white_box::{white_box, Plan, WhiteBoxAttack, WhiteBoxConfig};
 use spartan_train::attack::Oracle;
 use spartan_train::data::{load_embedded, Batch};
 use spartan_train::nn::optim::AdamConfig;
@@ -94,59 +95,75 @@ fn attacks_on_a_trained_network() {
 
     // PGD with one step of ε from the clean image is exactly FGSM.
     let one_step = PgdConfig {
-        eps: 0.1,
-        step: 0.1,
-        steps: 1,
         random_start: false,
         early_stop: false,
-        grad: GradMode::Surrogate,
+        ..PgdConfig::standard(0.1, 1)
+    };
+    let one_step = PgdConfig {
+        schedule: Schedule::Constant { factor: 1.0 },
+        ..one_step
     };
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let a = pgd(&net, &mut ws, x, y, one_step, &mut rng);
+    let (a, queries) = pgd(&net, &mut ws, x, y, one_step, &mut rng);
     let b = fgsm(&net, &mut ws, x, y, 0.1, GradMode::Surrogate);
     assert_eq!(a, b);
+    assert_eq!(
+        queries,
+        2 * n as u64,
+        "one step and the check of its result"
+    );
 
-    // PGD stays in the ε-ball and in [0, 1].
-    let cfg = PgdConfig::standard(0.2, 5);
-    let adv = pgd(&net, &mut ws, x, y, cfg, &mut ChaCha8Rng::seed_from_u64(1));
-    for (&xa, &xc) in adv.iter().zip(x.iter()) {
-        assert!((xa - xc).abs() <= 0.2 + 1e-6 && (0.0..=1.0).contains(&xa));
-    }
-
-    // Sweeps: the attack works and accuracy does not rise with ε (within noise).
-    let eps = [0.0, 0.05, 0.1, 0.2, 0.3];
-    let pgd_attack = WhiteBox::Pgd {
-        steps: 5,
-        step_factor: 2.5,
-        random_start: true,
-    };
-    for attack in [WhiteBox::Fgsm, pgd_attack] {
-        let cfg = WhiteBoxConfig {
-            attack,
-            grad: GradMode::Surrogate,
-            use_labels: true,
-            seed: 7,
-        };
-        let r = white_box_sweep(&net, &data, &eps, &cfg, &Silent);
-        assert!(
-            r.clean_accuracy > 0.8,
-            "{attack:?}: clean {}",
-            r.clean_accuracy
-        );
-        assert_eq!(r.points[0].accuracy, r.clean_accuracy);
-        for w in r.points.windows(2) {
-            assert!(
-                w[1].accuracy <= w[0].accuracy + 0.02,
-                "{attack:?}: {:?}",
-                r.points
-            );
+    // PGD (either schedule, either loss, with restarts) stays in the ε-ball and [0, 1].
+    for cfg in [
+        PgdConfig::standard(0.2, 5),
+        PgdConfig::apgd(0.2, 10, 2, Loss::Margin),
+    ] {
+        let (adv, _) = pgd(&net, &mut ws, x, y, cfg, &mut ChaCha8Rng::seed_from_u64(1));
+        for (&xa, &xc) in adv.iter().zip(x.iter()) {
+            assert!((xa - xc).abs() <= 0.2 + 1e-6 && (0.0..=1.0).contains(&xa));
         }
-        assert!(
-            r.accuracy_at(0.3).unwrap() < 0.3,
-            "{attack:?}: {:?}",
-            r.points
-        );
     }
+
+    // Sweeps: the attack works and accuracy does not rise with ε (an image broken at
+    // one ε stays broken at larger ones).
+    let eps = [0.0, 0.05, 0.1, 0.2, 0.3];
+    let attacks = [
+        WhiteBoxAttack::Fgsm {
+            grad: GradMode::Surrogate,
+        },
+        WhiteBoxAttack::Pgd(PgdConfig::standard(0.0, 5)),
+        WhiteBoxAttack::Pgd(PgdConfig::apgd(0.0, 10, 1, Loss::Margin)),
+    ];
+    let cfg = WhiteBoxConfig {
+        attacks: attacks.to_vec(),
+        plan: Plan::Each,
+        use_labels: true,
+        seed: 7,
+    };
+    let r = white_box(&net, &data, &eps, &cfg, &Silent);
+    assert_eq!(r.attacks.len(), 3, "{:?}", r.notes);
+    for a in &r.attacks {
+        let name = &a.attack;
+        assert!(a.clean_accuracy > 0.8, "{name}: clean {}", a.clean_accuracy);
+        assert_eq!(a.points[0].accuracy, a.clean_accuracy);
+        for w in a.points.windows(2) {
+            assert!(w[1].accuracy <= w[0].accuracy, "{name}: {:?}", a.points);
+        }
+        assert!(a.accuracy_at(0.3).unwrap() < 0.3, "{name}: {:?}", a.points);
+    }
+    // The worst case is at most every attack, at every ε, in real numbers and on the
+    // u8 grid; and on the grid at least in real numbers.
+    for (k, w) in r.worst_case.points.iter().enumerate() {
+        for a in &r.attacks {
+            let p = &a.points[k];
+            assert!(w.accuracy <= p.accuracy, "{} at ε {}", a.attack, p.eps);
+            assert!(w.accuracy_u8 <= p.accuracy_u8);
+        }
+        assert!(w.accuracy <= w.accuracy_u8.unwrap());
+    }
+    // The stronger APGD with margin loss beats 5-step PGD somewhere.
+    let at = |i: usize, e: f32| r.attacks[i].accuracy_at(e).unwrap();
+    assert!(eps.iter().any(|&e| at(2, e) < at(1, e)), "{:?}", r.attacks);
 }
 
 /// ∂p_y/∂x from the closed-form softmax Jacobian matches finite differences.

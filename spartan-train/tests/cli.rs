@@ -101,6 +101,14 @@ fn attack_inputs_are_checked() {
     assert_clean_error(&attack(&["--eps", "-0.2"]), "outside [0, 1]");
     assert_clean_error(&attack(&["--eps", ""]), "empty ε list");
     assert_clean_error(&attack(&["--eps", "0:0.3"]), "start:stop:step");
+    assert_clean_error(
+        &attack(&["--pgd-restarts", "0"]),
+        "--pgd-restarts must be between 1 and 10000",
+    );
+    assert_clean_error(
+        &attack(&["--codes-probe-rounds", "99999"]),
+        "--codes-probe-rounds must be at most 10000",
+    );
     let junk = d.join("junk.bin");
     std::fs::write(&junk, vec![7u8; 100]).unwrap();
     assert_clean_error(
@@ -208,4 +216,50 @@ fn killed_run_resumes_to_the_same_model() {
         summary["test_accuracy"].as_f64().unwrap() > 0.5,
         "{summary}"
     );
+}
+
+#[test]
+fn certify_writes_its_results_and_checks_its_inputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("cert");
+    let out_s = out.to_str().unwrap();
+    let models = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/");
+    let f32_model = format!("{models}candidate-c.f32.spartan");
+    let certify = |model: &str, extra: &[&str]| {
+        let mut args = vec!["--quiet", "certify", "--model", model, "--out", out_s];
+        args.extend_from_slice(extra);
+        spartan(&args)
+    };
+    assert_clean_error(&certify(&f32_model, &["--eps", "0.1,2"]), "outside [0, 1]");
+    assert_clean_error(&certify(&f32_model, &["--images", "0"]), "--images");
+    assert_clean_error(&certify(&f32_model, &["--budget", "0"]), "--budget");
+    assert_clean_error(
+        &certify(&format!("{models}candidate-c.int8.spartan"), &[]),
+        "needs a float model",
+    );
+    assert!(!out.exists(), "nothing written on bad input");
+    // Ten embedded test images at two radii on both grids.
+    let ok = certify(&f32_model, &["--eps", "0.02,0.3", "--images", "10"]);
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(stdout.matches("certified").count(), 4, "{stdout}");
+    let csv = std::fs::read_to_string(out.join("certify.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 5, "{csv}");
+    assert!(csv.starts_with("grid,epsilon,n,proven,counterexample,unknown"));
+    for row in csv.lines().skip(1) {
+        let f: Vec<&str> = row.split(',').collect();
+        let n: usize = f[2].parse().unwrap();
+        let sum: usize = f[3..6].iter().map(|v| v.parse::<usize>().unwrap()).sum();
+        assert_eq!((n, sum), (10, 10), "{row}");
+    }
+    assert!(out.join("certify.json").is_file() && out.join("certify.png").is_file());
+    // At ε = 0.3 the attack proposals break some of these images: their inputs are saved.
+    let cx = std::fs::read_dir(out.join("counterexamples"))
+        .unwrap()
+        .count();
+    assert!(cx >= 2, "{cx} counterexample files");
 }

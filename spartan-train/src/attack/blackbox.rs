@@ -6,7 +6,7 @@
 //! labelled only by the oracle's argmax. FGSM on the substitute then transfers to the
 //! oracle, whose accuracy is measured on the other images.
 
-use super::gradient::{fgsm_direction, fgsm_step, sign};
+use super::gradient::{fgsm, sign};
 use super::oracle::{accuracy, Oracle};
 use super::sweep::{AttackReport, SweepPoint, ATTACK_BATCH};
 use crate::data::Batch;
@@ -228,33 +228,29 @@ pub fn black_box(
     cfg: &BlackBoxConfig,
     observer: &dyn Observer,
 ) -> AttackReport {
+    let started = std::time::Instant::now();
     let s = train_substitute(oracle, holdout, classes, cfg, observer);
     let mut ws = Workspace::new();
     let sub_preds = classify(&s.net, eval.images(), &mut ws);
     let oracle_clean = oracle.classify(eval.images());
     observer.begin("transfer", eps.len() as u64, 0);
-    let images = eval.images();
-    // The substitute's FGSM directions do not depend on ε: once per batch.
-    let directions: Vec<_> = images
-        .axis_chunks_iter(Axis(0), ATTACK_BATCH)
-        .zip(sub_preds.chunks(ATTACK_BATCH))
-        .map(|(xb, tb)| fgsm_direction(&s.net, &mut ws, xb, tb, GradMode::Surrogate))
-        .collect();
     let mut points = Vec::new();
     for &e in eps {
         let mut correct = 0usize;
+        let images = eval.images();
         let batches = images
             .axis_chunks_iter(Axis(0), ATTACK_BATCH)
-            .zip(&directions)
+            .zip(sub_preds.chunks(ATTACK_BATCH))
             .zip(eval.labels.chunks(ATTACK_BATCH));
-        for ((xb, direction), truth) in batches {
-            let adv = fgsm_step(xb, direction.view(), e);
+        for ((xb, tb), truth) in batches {
+            let adv = fgsm(&s.net, &mut ws, xb, tb, e, GradMode::Surrogate);
             let preds = oracle.classify(adv.view());
             correct += preds.iter().zip(truth).filter(|(a, b)| a == b).count();
         }
         points.push(SweepPoint {
             eps: e,
             accuracy: correct as f64 / eval.len().max(1) as f64,
+            accuracy_u8: None,
             n: eval.len(),
         });
         observer.advance(1);
@@ -272,5 +268,6 @@ pub fn black_box(
         substitute_accuracy: Some(accuracy(&sub_preds, &eval.labels)),
         substitute_agreement: Some(accuracy(&sub_preds, &oracle_clean)),
         points,
+        seconds: started.elapsed().as_secs_f64(),
     }
 }

@@ -1,13 +1,12 @@
-//! White-box gradient attacks: FGSM and PGD (ℓ∞), with BPDA through steps
-//! (docs/attacks.md).
+//! The loss an attack climbs, its gradient, and FGSM (docs/attacks.md).
 //!
 //! Each call says how a Heaviside is differentiated ([`GradMode`]): its surrogate (the
 //! adaptive attack, default), the identity, or its true (zero) derivative.
 
+use super::threat::project;
 use crate::nn::loss::cross_entropy_row;
 use crate::nn::{GradMode, Network, Pass, Workspace};
-use ndarray::{Array4, ArrayView1, ArrayView2, ArrayView4, ArrayViewMut1, Axis, Zip};
-use rand::Rng;
+use ndarray::{Array1, Array4, ArrayView1, ArrayView2, ArrayView4, ArrayViewMut1, Axis};
 use spartan_core::float::argmax;
 
 /// `sign` as NumPy and CleverHans define it: 0 for 0 (Rust's `signum(0.0)` is 1).
@@ -22,21 +21,111 @@ pub fn sign(v: f32) -> f32 {
     }
 }
 
-/// Forward and backward of the cross-entropy of each image against its target class:
-/// the logits and the gradient with respect to each image, in `ws`.
-fn loss_gradient<'w>(
+/// What an attack maximises for an image with target class `y`, given its logits `z`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Loss {
+    /// Cross-entropy of the softmax against `y`.
+    #[default]
+    CrossEntropy,
+    /// The margin of Carlini & Wagner, `max_{j≠y} z_j − z_y`: positive exactly when
+    /// another class wins, and not saturated where the softmax is.
+    Margin,
+}
+
+impl Loss {
+    /// The loss of one row of logits against class `y`; writes `∂loss/∂logits` into `grad`.
+    pub fn row(self, z: ArrayView1<'_, f32>, y: usize, mut grad: ArrayViewMut1<'_, f32>) -> f32 {
+        match self {
+            Loss::CrossEntropy => cross_entropy_row(z, y, 1.0, grad),
+            Loss::Margin => {
+                let (other, best) = runner_up(z, y);
+                grad.fill(0.0);
+                if let Some(j) = other {
+                    grad[j] = 1.0;
+                    grad[y] = -1.0;
+                }
+                best - z[y]
+            }
+        }
+    }
+}
+
+/// An attacked image's loss and whether it is already misclassified.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Score {
+    /// The attack's loss.
+    pub loss: f32,
+    /// The top class is not the target: the attack has won on this image.
+    pub fooled: bool,
+}
+
+impl Loss {
+    /// The score of each row of `logits` against its target class.
+    pub fn scores(
+        self,
+        logits: ArrayView2<'_, f32>,
+        targets: impl IntoIterator<Item = u8>,
+    ) -> Vec<Score> {
+        let mut grad = Array1::zeros(logits.ncols());
+        logits
+            .rows()
+            .into_iter()
+            .zip(targets)
+            .map(|(z, y)| Score {
+                loss: self.row(z, y as usize, grad.view_mut()),
+                fooled: argmax(z.as_slice().unwrap_or(&[])) != y as usize,
+            })
+            .collect()
+    }
+}
+
+/// Forward and backward of images `active` of `x` (through `pass`) against their
+/// targets `targets[i]`: each one's score, and the gradient with respect to `x` (rows
+/// in the order of `active`).
+pub fn active_gradient<'w>(
+    net: &Network,
+    ws: &'w mut Workspace,
+    x: ArrayView4<'_, f32>,
+    active: &[usize],
+    targets: &[u8],
+    pass: &Pass,
+    loss: Loss,
+) -> (Vec<Score>, ArrayView4<'w, f32>) {
+    let xa = x.select(Axis(0), active);
+    let ta: Vec<u8> = active.iter().map(|&i| targets[i]).collect();
+    let (logits, g) = loss_gradient(net, ws, xa.view(), &ta, pass, loss);
+    (loss.scores(logits, ta), g)
+}
+
+/// The highest logit of a class other than `y`, and which class (`None` with one class).
+fn runner_up(z: ArrayView1<'_, f32>, y: usize) -> (Option<usize>, f32) {
+    z.iter().enumerate().filter(|&(j, _)| j != y).fold(
+        (None, f32::NEG_INFINITY),
+        |(bj, bv), (j, &v)| {
+            if v > bv {
+                (Some(j), v)
+            } else {
+                (bj, bv)
+            }
+        },
+    )
+}
+
+/// Forward and backward of `loss` of each image against its target class through
+/// `pass` (whose first layer's input `x` is): the logits, the gradient with respect to
+/// `x`, and the total loss, in `ws`.
+pub fn loss_gradient<'w>(
     net: &Network,
     ws: &'w mut Workspace,
     x: ArrayView4<'_, f32>,
     targets: &[u8],
-    grad: GradMode,
+    pass: &Pass,
+    loss: Loss,
 ) -> (ArrayView2<'w, f32>, ArrayView4<'w, f32>) {
-    let pass = Pass::input_gradient(net, grad);
     let upstream = |i: usize, row: ArrayView1<'_, f32>, g: ArrayViewMut1<'_, f32>| {
-        cross_entropy_row(row, targets[i] as usize, 1.0, g)
+        loss.row(row, targets[i] as usize, g)
     };
-    net.backward(x, &pass, upstream, ws, None)
-        .with_input_grads()
+    net.backward(x, pass, upstream, ws, None).with_input_grads()
 }
 
 /// Gradient of the cross-entropy of each image against its target class, with respect
@@ -48,7 +137,10 @@ pub fn loss_input_grads(
     targets: &[u8],
     grad: GradMode,
 ) -> Array4<f32> {
-    loss_gradient(net, ws, x, targets, grad).1.to_owned()
+    let pass = Pass::input_gradient(net, grad);
+    loss_gradient(net, ws, x, targets, &pass, Loss::CrossEntropy)
+        .1
+        .to_owned()
 }
 
 /// FGSM: `x' = clip(x + ε·sign(∇x L(x, target)), 0, 1)`.
@@ -60,105 +152,9 @@ pub fn fgsm(
     eps: f32,
     grad: GradMode,
 ) -> Array4<f32> {
-    let direction = fgsm_direction(net, ws, x, targets, grad);
-    fgsm_step(x, direction.view(), eps)
-}
-
-/// FGSM's direction `sign(∇x L(x, target))`. It does not depend on ε: a sweep takes
-/// it once per image and [`fgsm_step`]s it for every ε (the same images as [`fgsm`]).
-pub fn fgsm_direction(
-    net: &Network,
-    ws: &mut Workspace,
-    x: ArrayView4<'_, f32>,
-    targets: &[u8],
-    grad: GradMode,
-) -> Array4<f32> {
-    let (_, g) = loss_gradient(net, ws, x, targets, grad);
-    g.mapv(sign)
-}
-
-/// `clip(x + ε·direction, 0, 1)`.
-pub fn fgsm_step(x: ArrayView4<'_, f32>, direction: ArrayView4<'_, f32>, eps: f32) -> Array4<f32> {
+    let pass = Pass::input_gradient(net, grad);
+    let (_, g) = loss_gradient(net, ws, x, targets, &pass, Loss::CrossEntropy);
     let mut adv = x.to_owned();
-    adv.zip_mut_with(&direction, |xi, &d| *xi = (*xi + eps * d).clamp(0.0, 1.0));
-    adv
-}
-
-/// PGD settings (ℓ∞).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct PgdConfig {
-    /// Radius.
-    pub eps: f32,
-    /// Step size.
-    pub step: f32,
-    /// Number of steps.
-    pub steps: usize,
-    /// Freeze an image as soon as it is misclassified (the attack has won on it):
-    /// the usual shortcut of attack libraries, which only ever lowers accuracy and
-    /// saves most of the work on weak models.
-    pub early_stop: bool,
-    /// Start from a uniform random point of the ε-ball.
-    pub random_start: bool,
-    /// How steps are differentiated (BPDA).
-    pub grad: GradMode,
-}
-
-impl PgdConfig {
-    /// The usual setting: `steps` steps of `2.5·ε/steps`, random start.
-    pub fn standard(eps: f32, steps: usize) -> Self {
-        PgdConfig {
-            eps,
-            step: 2.5 * eps / steps.max(1) as f32,
-            steps,
-            random_start: true,
-            early_stop: true,
-            grad: GradMode::Surrogate,
-        }
-    }
-}
-
-/// Projected gradient descent on the loss (ascent), projected on the ε-ball and `[0, 1]`.
-pub fn pgd(
-    net: &Network,
-    ws: &mut Workspace,
-    x: ArrayView4<'_, f32>,
-    targets: &[u8],
-    cfg: PgdConfig,
-    rng: &mut impl Rng,
-) -> Array4<f32> {
-    let project = |xi: f32, v: f32| v.clamp(xi - cfg.eps, xi + cfg.eps).clamp(0.0, 1.0);
-    let mut adv = x.to_owned();
-    if cfg.eps == 0.0 {
-        // Every step would be projected back onto `x`: skip the gradient passes.
-        return adv;
-    }
-    if cfg.random_start && cfg.eps > 0.0 {
-        adv.mapv_inplace(|xi| project(xi, xi + rng.random_range(-cfg.eps..=cfg.eps)));
-    }
-    // Images still being attacked.
-    let mut active: Vec<usize> = (0..targets.len()).collect();
-    for _ in 0..cfg.steps {
-        if active.is_empty() {
-            break;
-        }
-        let xa = adv.select(Axis(0), &active);
-        let ta: Vec<u8> = active.iter().map(|&i| targets[i]).collect();
-        let (logits, g) = loss_gradient(net, ws, xa.view(), &ta, cfg.grad);
-        let mut still = Vec::with_capacity(active.len());
-        for (j, &i) in active.iter().enumerate() {
-            // The gradient pass also classified the current iterate.
-            let won = argmax(logits.row(j).as_slice().unwrap_or(&[])) != ta[j] as usize;
-            if cfg.early_stop && won {
-                continue;
-            }
-            let mut a = adv.index_axis_mut(Axis(0), i);
-            Zip::from(&mut a)
-                .and(x.index_axis(Axis(0), i))
-                .and(g.index_axis(Axis(0), j))
-                .for_each(|a, &xi, &gi| *a = project(xi, *a + cfg.step * sign(gi)));
-            still.push(i);
-        }
-        active = still;
-    }
+    adv.zip_mut_with(&g, |xi, &gi| *xi = project(*xi, eps, *xi + eps * sign(gi)));
     adv
 }

@@ -281,6 +281,19 @@ pub fn encode(dims: &[usize], data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Encodes `f32` values as IDX (type `0x0D`, big-endian floats), e.g. real-valued
+/// adversarial images that a byte array cannot hold.
+pub fn encode_f32(dims: &[usize], data: &[f32]) -> Vec<u8> {
+    let mut out = vec![0, 0, 0x0D, dims.len() as u8];
+    for &d in dims {
+        out.extend_from_slice(&(d as u32).to_be_bytes());
+    }
+    for v in data {
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+    out
+}
+
 /// Gzips bytes deterministically (no timestamp), for the committed subset.
 pub fn gzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());

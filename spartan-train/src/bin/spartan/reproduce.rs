@@ -1,17 +1,22 @@
 //! `spartan reproduce`: the paper's experiment end to end — train the standard network
 //! and the three candidates, attack each (surrogate black-box as in the paper's
-//! Figure 7, plus adaptive white-box FGSM and PGD), and write `REPORT.md` with tables
-//! and figures. Every finished stage is kept on disk and skipped on a rerun.
+//! Figure 7, plus every white-box attack: FGSM, PGD with both BPDA modes, the
+//! filter-code search, and their per-image worst case), and write `REPORT.md` with
+//! tables and figures. Every finished stage is kept on disk and skipped on a rerun.
 
 use crate::progress::Progress;
 use anyhow::Context;
 use spartan_core::spec::{ArchSpec, LayerSpec, NamedParams, NAMED_ARCHITECTURES};
 use spartan_train::attack::blackbox::{black_box, BlackBoxConfig};
-use spartan_train::attack::sweep::{white_box_sweep, AttackReport, WhiteBox, WhiteBoxConfig};
+use spartan_train::attack::sweep::AttackReport;
+use spartan_train::attack::white_box::{white_box, Plan, WhiteBoxAttack, WhiteBoxConfig};
+use spartan_train::certify::{
+    certify_set, Certifier, CertifyReport, Grid, ImageSet, DEFAULT_BUDGET, DEFAULT_CLUSTER,
+};
 use spartan_train::data::Splits;
 use spartan_train::fsutil::write_atomic_str;
 use spartan_train::nn::optim::AdamConfig;
-use spartan_train::nn::{GradMode, Network};
+use spartan_train::nn::Network;
 use spartan_train::train::{self, Summary, TrainConfig};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -31,16 +36,24 @@ pub struct ReproduceConfig {
     pub holdout: usize,
     /// Evaluation images for the white-box sweeps.
     pub white_box_images: usize,
-    /// PGD iterations.
-    pub pgd_steps: usize,
+    /// ε sweep of the white-box attacks (they cost far more per point than the
+    /// black-box one).
+    pub white_box_eps: Vec<f32>,
+    /// The white-box attacks (each gets its own table; the headline is their per-image
+    /// worst case).
+    pub white_box_attacks: Vec<WhiteBoxAttack>,
+    /// ε values to certify on the white-box images (empty: no certification).
+    pub certify_eps: Vec<f32>,
     /// Description of the data source.
     pub data_name: String,
     /// The command line, for the report.
     pub command: String,
 }
 
-/// Selects one attack's report from a model's results.
-type PickAttack = fn(&ModelResults) -> &AttackReport;
+/// Selects one attack's report from a model's results (`None`: it does not apply).
+type PickAttack<'a> = &'a dyn Fn(&ModelResults) -> Option<&AttackReport>;
+/// An owned [`PickAttack`].
+type Picker = Box<dyn Fn(&ModelResults) -> Option<&AttackReport>>;
 
 /// One model's results.
 struct ModelResults {
@@ -49,21 +62,19 @@ struct ModelResults {
     summary: Summary,
     losses: Vec<f32>,
     blackbox: AttackReport,
-    fgsm: AttackReport,
-    pgd: AttackReport,
-    pgd_identity: AttackReport,
+    /// One report per white-box attack that applies to the model, in the order of
+    /// [`ReproduceConfig::white_box_attacks`].
+    white: Vec<AttackReport>,
+    /// Per image, robust only if it survived every white-box attack.
+    worst: AttackReport,
+    /// Proven robust accuracy on the white-box images, if asked for.
+    certify: Option<CertifyReport>,
 }
 
 impl ModelResults {
-    /// The stronger of the two BPDA variants of PGD at `eps`.
-    fn worst_pgd(&self, eps: f32) -> Option<f64> {
-        match (
-            self.pgd.accuracy_at(eps),
-            self.pgd_identity.accuracy_at(eps),
-        ) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+    /// The white-box attack called `name`, if it applied to this model.
+    fn white_box(&self, name: &str) -> Option<&AttackReport> {
+        self.white.iter().find(|r| r.attack == name)
     }
 }
 
@@ -85,16 +96,25 @@ pub fn reproduce(
     );
     std::fs::create_dir_all(&cfg.out)
         .with_context(|| format!("cannot create {}", cfg.out.display()))?;
-    let mut clock = StageClock::new(NAMED_ARCHITECTURES.len() * 5);
+    let stages = NAMED_ARCHITECTURES.len() * (3 + usize::from(!cfg.certify_eps.is_empty()));
+    let mut clock = StageClock::new(stages);
     let eval_set = data.test.slice(cfg.holdout..data.test.len());
     let holdout = data.test.slice(0..cfg.holdout).to_input();
     let eval = eval_set.to_input();
-    let white = eval_set.take(cfg.white_box_images).to_input();
+    let white_set = eval_set.take(cfg.white_box_images);
+    let white = white_set.to_input();
     // Everything an attack result depends on besides the model (which is kept only
     // when its own settings match).
     let key = format!(
-        "eps {:?}; holdout {}; white-box images {}; pgd steps {}; seed {}; data {}",
-        cfg.eps, cfg.holdout, cfg.white_box_images, cfg.pgd_steps, cfg.seed, cfg.data_name
+        "eps {:?}; holdout {}; seed {}; data {}",
+        cfg.eps, cfg.holdout, cfg.seed, cfg.data_name
+    );
+    let white_key: Vec<String> = cfg.white_box_attacks.iter().map(|a| a.describe()).collect();
+    let white_key = format!(
+        "white-box images {}; white-box eps {:?}; white-box attacks: {}",
+        cfg.white_box_images,
+        cfg.white_box_eps,
+        white_key.join(" | ")
     );
     let mut results = Vec::new();
     for arch in NAMED_ARCHITECTURES {
@@ -114,51 +134,66 @@ pub fn reproduce(
             seed: cfg.seed,
             ..BlackBoxConfig::default()
         };
-        let blackbox = clock.time(format!("black-box attack on {arch}"), || {
-            attack_stage(&attacks.join("blackbox"), arch, &key, || {
-                black_box(&mut net, &holdout, &eval, 10, &cfg.eps, &bb_cfg, progress)
-            })
-        })?;
-        let white_box = |attack, grad| WhiteBoxConfig {
-            attack,
-            grad,
+        let blackbox = clock
+            .time(format!("black-box attack on {arch}"), || {
+                attack_stage(&attacks.join("blackbox"), arch, &key, || {
+                    let r = black_box(&mut net, &holdout, &eval, 10, &cfg.eps, &bb_cfg, progress);
+                    vec![r]
+                })
+            })?
+            .remove(0);
+        let wb = WhiteBoxConfig {
+            attacks: cfg.white_box_attacks.clone(),
+            plan: Plan::Each,
             use_labels: true,
             seed: cfg.seed,
         };
-        let sweep = |wb: WhiteBoxConfig| white_box_sweep(&net, &white, &cfg.eps, &wb, progress);
-        let fgsm = clock.time(format!("white-box FGSM on {arch}"), || {
-            attack_stage(&attacks.join("fgsm"), arch, &key, || {
-                sweep(white_box(WhiteBox::Fgsm, GradMode::Surrogate))
-            })
+        let white_stage = format!("white-box attacks and their worst case on {arch}");
+        let mut white_reports = clock.time(white_stage, || {
+            attack_stage(
+                &attacks.join("white-box"),
+                arch,
+                &format!("{key}; {white_key}"),
+                || {
+                    let r = white_box(&net, &white, &cfg.white_box_eps, &wb, progress);
+                    for n in &r.notes {
+                        eprintln!("    note: {n}");
+                    }
+                    let mut all = r.attacks;
+                    all.push(r.worst_case);
+                    all
+                },
+            )
         })?;
-        let pgd_attack = WhiteBox::Pgd {
-            steps: cfg.pgd_steps,
-            step_factor: 2.5,
-            random_start: true,
+        let worst = white_reports.pop().context("the worst case")?;
+        let certify = if cfg.certify_eps.is_empty() {
+            None
+        } else {
+            let bytes = net.to_model_bytes();
+            Some(clock.time(format!("certify {arch}"), || {
+                certify_stage(
+                    &attacks.join("certify"),
+                    arch,
+                    &format!("{key}; certify ε {:?}", cfg.certify_eps),
+                    &bytes,
+                    &white_set,
+                    cfg,
+                    progress,
+                )
+            })?)
         };
-        let pgd = clock.time(format!("white-box PGD on {arch}"), || {
-            attack_stage(&attacks.join("pgd"), arch, &key, || {
-                sweep(white_box(pgd_attack, GradMode::Surrogate))
-            })
-        })?;
-        let pgd_identity =
-            clock.time(format!("white-box PGD (BPDA identity) on {arch}"), || {
-                attack_stage(&attacks.join("pgd-identity"), arch, &key, || {
-                    sweep(white_box(pgd_attack, GradMode::Identity))
-                })
-            })?;
         results.push(ModelResults {
             arch: arch.to_string(),
             spec,
             summary,
             losses,
             blackbox,
-            fgsm,
-            pgd,
-            pgd_identity,
+            white: white_reports,
+            worst,
+            certify,
         });
     }
-    write_figures(&cfg.out, &results)?;
+    write_figures(&cfg.out, &results, &cfg.white_box_attacks)?;
     let report = render_report(cfg, data, &results, &clock);
     let path = cfg.out.join("REPORT.md");
     write_atomic_str(&path, &report).with_context(|| format!("cannot write {}", path.display()))?;
@@ -254,33 +289,85 @@ fn train_stage(
 
 /// Revision of the attack code's semantics: results computed by another revision are
 /// not reused (bump it when an attack changes what it computes).
-const ATTACK_REVISION: u32 = 2;
+const ATTACK_REVISION: u32 = 3;
 
-/// Runs an attack unless its result for exactly these settings (`key`) is on disk.
+/// Runs an attack stage unless its results for exactly these settings (`key`) are on
+/// disk: `attacks.json` in `dir` holds every report of the stage, and each report is
+/// also written (csv, json, chart) to `dir/<attack>/`.
 fn attack_stage(
     dir: &Path,
     arch: &str,
     key: &str,
-    run: impl FnOnce() -> AttackReport,
-) -> anyhow::Result<AttackReport> {
-    let json = dir.join("attack.json");
+    run: impl FnOnce() -> Vec<AttackReport>,
+) -> anyhow::Result<Vec<AttackReport>> {
+    let json = dir.join("attacks.json");
     let key_file = dir.join("stage.key");
     let key = format!("{key}; attack revision {ATTACK_REVISION}");
     if std::fs::read_to_string(&key_file).ok().as_deref() == Some(key.as_str()) {
         if let Ok(text) = std::fs::read_to_string(&json) {
-            if let Ok(r) = serde_json::from_str::<AttackReport>(&text) {
+            if let Ok(r) = serde_json::from_str::<Vec<AttackReport>>(&text) {
                 eprintln!("    kept: {}", dir.display());
                 return Ok(r);
             }
         }
     }
-    let r = run();
-    crate::report::write_attack(&r, dir, arch)
-        .with_context(|| format!("cannot write {}", dir.display()))?;
+    let reports = run();
+    for r in &reports {
+        let sub = dir.join(&r.attack);
+        crate::report::write_attack(r, &sub, arch)
+            .with_context(|| format!("cannot write {}", sub.display()))?;
+    }
+    let text = serde_json::to_string_pretty(&reports).context("attack results as JSON")?;
+    write_atomic_str(&json, &text).with_context(|| format!("cannot write {}", json.display()))?;
     // The key goes last: a stage interrupted before it is redone.
     write_atomic_str(&key_file, &key)
         .with_context(|| format!("cannot write {}", key_file.display()))?;
-    Ok(r)
+    Ok(reports)
+}
+
+/// Revision of the certifier's semantics (as [`ATTACK_REVISION`] for attacks).
+const CERTIFY_REVISION: u32 = 1;
+
+/// Certifies the white-box images unless the result for these settings is on disk.
+fn certify_stage(
+    dir: &Path,
+    arch: &str,
+    key: &str,
+    model: &[u8],
+    images: &spartan_train::data::Dataset,
+    cfg: &ReproduceConfig,
+    progress: &Progress,
+) -> anyhow::Result<CertifyReport> {
+    let json = dir.join("certify.json");
+    let key_file = dir.join("stage.key");
+    let key = format!("{key}; certify revision {CERTIFY_REVISION}");
+    if std::fs::read_to_string(&key_file).ok().as_deref() == Some(key.as_str()) {
+        if let Ok(r) = serde_json::from_str::<CertifyReport>(&std::fs::read_to_string(&json)?) {
+            eprintln!("    kept: {}", dir.display());
+            return Ok(r);
+        }
+    }
+    let f32m = spartan_core::float::F32Model::load(model)?;
+    let shape = f32m.shapes()[0];
+    let cert = Certifier::new(f32m)?;
+    let set = ImageSet {
+        images,
+        first_index: cfg.holdout,
+    };
+    let (report, found) = certify_set(
+        &cert,
+        set,
+        &cfg.certify_eps,
+        &[Grid::Real],
+        DEFAULT_BUDGET,
+        DEFAULT_CLUSTER,
+        progress,
+    )?;
+    crate::report::write_certify(&report, &found, dir, arch, shape)
+        .with_context(|| format!("cannot write {}", dir.display()))?;
+    write_atomic_str(&key_file, &key)
+        .with_context(|| format!("cannot write {}", key_file.display()))?;
+    Ok(report)
 }
 
 fn read_losses(path: &Path) -> anyhow::Result<Vec<f32>> {
@@ -297,49 +384,81 @@ fn legend(r: &ModelResults) -> String {
     format!("{} ({:.2}%)", r.arch, r.summary.test_accuracy * 100.0)
 }
 
-fn write_figures(out: &Path, results: &[ModelResults]) -> anyhow::Result<()> {
+fn write_figures(
+    out: &Path,
+    results: &[ModelResults],
+    attacks: &[WhiteBoxAttack],
+) -> anyhow::Result<()> {
     let lines = |pick: PickAttack| -> Vec<(String, Vec<(f64, f64)>)> {
         results
             .iter()
-            .map(|r| {
-                (
-                    legend(r),
-                    pick(r)
-                        .points
-                        .iter()
-                        .map(|p| (f64::from(p.eps), p.accuracy))
-                        .collect(),
-                )
+            .filter_map(|r| {
+                let points = pick(r)?
+                    .points
+                    .iter()
+                    .map(|p| (f64::from(p.eps), p.accuracy))
+                    .collect();
+                Some((legend(r), points))
             })
             .collect()
     };
     let n_bb = results.first().map_or(0, |r| r.blackbox.n);
-    let n_wb = results.first().map_or(0, |r| r.fgsm.n);
-    let charts: [(&str, String, PickAttack); 4] = [
+    let n_wb = results.first().map_or(0, |r| r.worst.n);
+    let mut charts: Vec<(String, String, Picker)> = vec![
         (
-            "figure7-blackbox.png",
+            "figure7-blackbox.png".into(),
             format!("Surrogate black-box FGSM (n = {n_bb})"),
-            |r| &r.blackbox,
+            Box::new(|r| Some(&r.blackbox)),
         ),
         (
-            "whitebox-fgsm.png",
-            format!("White-box FGSM, BPDA (n = {n_wb})"),
-            |r| &r.fgsm,
-        ),
-        (
-            "whitebox-pgd.png",
-            format!("White-box PGD, BPDA surrogate (n = {n_wb})"),
-            |r| &r.pgd,
-        ),
-        (
-            "whitebox-pgd-identity.png",
-            format!("White-box PGD, BPDA identity (n = {n_wb})"),
-            |r| &r.pgd_identity,
+            "whitebox-worst-case.png".into(),
+            format!("White-box, per-image worst case of every attack (n = {n_wb})"),
+            Box::new(|r| Some(&r.worst)),
         ),
     ];
-    for (file, title, pick) in charts {
-        crate::report::accuracy_chart(&title, &lines(pick), &out.join(file))
+    for a in attacks {
+        let name = a.name();
+        charts.push((
+            format!("whitebox-{name}.png"),
+            format!("White-box {name} (n = {n_wb})"),
+            Box::new(move |r| r.white_box(&name)),
+        ));
+    }
+    for (file, title, pick) in &charts {
+        crate::report::accuracy_chart(title, &lines(pick.as_ref()), &out.join(file))
             .with_context(|| file.to_string())?;
+    }
+    let bands: Vec<(String, Vec<(f64, f64)>)> = results
+        .iter()
+        .filter_map(|r| Some((r, r.certify.as_ref()?)))
+        .flat_map(|(r, c)| {
+            let pts: Vec<&spartan_train::certify::CertifyPoint> =
+                c.points.iter().filter(|p| p.grid == Grid::Real).collect();
+            [
+                (
+                    format!("{} certified", r.arch),
+                    pts.iter()
+                        .map(|p| (f64::from(p.eps), p.certified_accuracy))
+                        .collect(),
+                ),
+                (
+                    format!("{} worst attack", r.arch),
+                    pts.iter()
+                        .filter_map(|p| Some((f64::from(p.eps), r.worst.accuracy_at(p.eps)?)))
+                        .collect(),
+                ),
+            ]
+        })
+        .collect();
+    if !bands.is_empty() {
+        crate::report::accuracy_chart(
+            &format!(
+                "Certified (proven) vs worst white-box attack (n = {n_wb}); between them: unknown"
+            ),
+            &bands,
+            &out.join("whitebox-certified.png"),
+        )
+        .map_err(|e| anyhow::anyhow!("whitebox-certified.png: {e}"))?;
     }
     let loss_of = |name: &str| {
         results
@@ -379,24 +498,34 @@ fn describe(spec: &ArchSpec) -> String {
     }
 }
 
-fn table(
-    results: &[ModelResults],
-    eps: &[f32],
-    pick: fn(&ModelResults) -> &AttackReport,
-) -> String {
+/// Accuracy per ε (rows) and model (columns, clean accuracy in the header); with `u8`,
+/// each model also gets the column of adversarial images on the `u8` pixel grid.
+fn table(results: &[ModelResults], eps: &[f32], pick: PickAttack, u8: bool) -> String {
     let mut s = String::from("| ε |");
+    let mut columns = 0;
     for r in results {
-        s += &format!(" {} ({:.2}%) |", r.arch, pick(r).clean_accuracy * 100.0);
+        let clean = pick(r).map_or(String::new(), |a| {
+            format!(" ({:.2}%)", a.clean_accuracy * 100.0)
+        });
+        s += &format!(" {}{clean} |", r.arch);
+        columns += 1;
+        if u8 {
+            s += " u8 |";
+            columns += 1;
+        }
     }
     s += "\n|---|";
-    s += &"---:|".repeat(results.len());
+    s += &"---:|".repeat(columns);
     s.push('\n');
+    let percent =
+        |a: Option<f64>| a.map_or(" – |".to_string(), |a| format!(" {:.2}% |", a * 100.0));
     for &e in eps {
         s += &format!("| {e} |");
         for r in results {
-            match pick(r).accuracy_at(e) {
-                Some(a) => s += &format!(" {:.2}% |", a * 100.0),
-                None => s += " – |",
+            let point = pick(r).and_then(|a| a.point_at(e));
+            s += &percent(point.map(|p| p.accuracy));
+            if u8 {
+                s += &percent(point.and_then(|p| p.accuracy_u8));
             }
         }
         s.push('\n');
@@ -404,13 +533,14 @@ fn table(
     s
 }
 
-/// Plain-language verdicts: robust to transfer, to the adaptive attack, or neither.
+/// Plain-language verdicts: robust to transfer, to the strongest white-box attacks, or
+/// neither.
 fn verdicts(results: &[ModelResults], probe: f32) -> String {
     let mut s = String::new();
     let base = results.iter().find(|r| r.arch == "standard");
     for r in results {
-        let (bb, pgd) = (r.blackbox.accuracy_at(probe), r.worst_pgd(probe));
-        let (Some(bb), Some(pgd)) = (bb, pgd) else {
+        let (bb, worst) = (r.blackbox.accuracy_at(probe), r.worst.accuracy_at(probe));
+        let (Some(bb), Some(worst)) = (bb, worst) else {
             continue;
         };
         let base_bb = base
@@ -431,30 +561,60 @@ fn verdicts(results: &[ModelResults], probe: f32) -> String {
                 base_bb * 100.0
             )
         };
-        let white = if pgd < 0.3 {
+        let white = if worst < 0.3 {
             format!(
-                "but the adaptive white-box PGD (BPDA) attack **breaks it** ({:.1}%)",
-                pgd * 100.0
+                "but the white-box attacks **break it** (worst case {:.1}%)",
+                worst * 100.0
             )
         } else {
-            // Where the adaptive attack does win, if anywhere in the sweep.
+            // Where the white-box attacks do win, if anywhere in the sweep.
             let falls = r
-                .pgd
+                .worst
                 .points
                 .iter()
-                .map(|p| p.eps)
-                .find(|&e| r.worst_pgd(e).is_some_and(|a| a < 0.3));
+                .find(|p| p.accuracy < 0.3)
+                .map(|p| p.eps);
             let beyond = match falls {
-                Some(e) => format!("; PGD brings it below 30% from ε = {e} on"),
+                Some(e) => format!("; they bring it below 30% from ε = {e} on"),
                 None => String::new(),
             };
             format!(
-                "and holds {:.1}% against the adaptive white-box PGD (BPDA, the stronger of surrogate and identity){beyond}",
-                pgd * 100.0
+                "and holds {:.1}% against the per-image worst case of the white-box attacks{beyond}",
+                worst * 100.0
             )
         };
         s += &format!("- At ε = {probe}, **{}** {transfer}, {white}.\n", r.arch);
     }
+    s
+}
+
+/// The white-box results as bounds: certified ≤ robust accuracy ≤ worst attack ≤ clean.
+fn certified_section(results: &[ModelResults]) -> String {
+    let Some(settings) = results.iter().find_map(|r| r.certify.as_ref()) else {
+        return String::new();
+    };
+    let mut s = format!(
+        "\n## Certified accuracy: a proven lower bound under the attacks' upper bound\n\n`spartan certify` ({}; real-valued inputs, n = {}). For each image it either proves that no input within ε changes the class, finds an input that does (checked by inference), or gives up. The robust accuracy lies between the certified figure and the worst white-box attack; the band between them is **unknown**: neither proven nor refuted. See docs/certify.md for what is proven.\n\n| model | ε | certified | unknown | white-box worst case | clean |\n|---|---:|---:|---:|---:|---:|\n",
+        settings.settings, settings.n
+    );
+    for r in results {
+        let Some(c) = &r.certify else { continue };
+        for p in c.points.iter().filter(|p| p.grid == Grid::Real) {
+            let attack = r.worst.accuracy_at(p.eps);
+            // The attacks' and the certifier's counterexamples are both upper bounds.
+            let upper = attack.map_or(p.upper_bound, |a| a.min(p.upper_bound));
+            s += &format!(
+                "| {} | {} | {:.1}% | {:.1} points | {} | {:.1}% |\n",
+                r.arch,
+                p.eps,
+                p.certified_accuracy * 100.0,
+                (upper - p.certified_accuracy).max(0.0) * 100.0,
+                attack.map_or("–".into(), |a| format!("{:.1}%", a * 100.0)),
+                c.clean_accuracy * 100.0
+            );
+        }
+    }
+    s += "\n![Certified vs attacked accuracy](whitebox-certified.png)\n";
     s
 }
 
@@ -492,7 +652,7 @@ fn render_report(
         bb.map_or(0, |b| b.n),
         cfg.holdout
     );
-    s += &table(results, &cfg.eps, |r| &r.blackbox);
+    s += &table(results, &cfg.eps, &|r| Some(&r.blackbox), false);
     s += "\n| model | substitute accuracy | substitute/oracle agreement | oracle queries |\n|---|---:|---:|---:|\n";
     for r in results {
         s += &format!(
@@ -504,32 +664,48 @@ fn render_report(
         );
     }
     s += "\n![Figure 7: black-box accuracy vs ε](figure7-blackbox.png)\n";
-    let wb = results.first().map(|r| (&r.fgsm, &r.pgd));
+    let n_wb = cfg.white_box_images.min(data.test.len() - cfg.holdout);
     s += &format!(
-        "\n## White-box FGSM (adaptive: gradients through steps by BPDA with their synthetic gradients)\n\n{}; n = {} (the first evaluation images).\n\n",
-        wb.map_or(String::new(), |w| w.0.settings.clone()),
-        cfg.white_box_images.min(data.test.len() - cfg.holdout)
+        "\n## White-box attacks: per-image worst case (the headline)\n\nAn adversary who knows the model: an image counts as robust only if it survives every attack below, each run on its own (n = {n_wb}, the first evaluation images; true labels; seed {}). The `u8` columns give the same with every adversarial image rounded to the raw-pixel grid inside the ε-ball: what a microcontroller reading `u8` pixels sees (the filter-code search works on that grid directly; gradient attacks may lose some strength to the rounding). An image whose ball reaches only one code of the binary filter in every pixel gives the same output everywhere in its ball: it is robust exactly, and not attacked.\n\n",
+        cfg.seed
     );
-    s += &table(results, &cfg.eps, |r| &r.fgsm);
-    s += "\n![White-box FGSM](whitebox-fgsm.png)\n";
-    s += &format!(
-        "\n## White-box PGD (adaptive, BPDA)\n\n{}; n = {}.\n\n",
-        wb.map_or(String::new(), |w| w.1.settings.clone()),
-        cfg.white_box_images.min(data.test.len() - cfg.holdout)
-    );
-    s += &table(results, &cfg.eps, |r| &r.pgd);
-    s += "\n![White-box PGD](whitebox-pgd.png)\n";
-    s += "\n### PGD with the step taken as the identity (BPDA identity)\n\nThe same attack, differentiating `H(z)` as `z` and `H(cos z)` as `cos z` instead of using the synthetic gradients: a check that the surrogate does not mask gradients.\n\n";
-    s += &table(results, &cfg.eps, |r| &r.pgd_identity);
-    s += "\n![White-box PGD, identity BPDA](whitebox-pgd-identity.png)\n";
+    s += &table(results, &cfg.white_box_eps, &|r| Some(&r.worst), true);
+    s += "\n![White-box worst case](whitebox-worst-case.png)\n\nThe attacks:\n\n";
+    for a in &cfg.white_box_attacks {
+        s += &format!("- **{}**: {}.\n", a.name(), a.describe());
+    }
+    s += "\nA `–` marks an attack that does not apply: the filter-code search needs a per-pixel filtering layer (not the standard CNN), and BPDA identity only differs from the surrogate where the network has steps.\n";
+    for a in &cfg.white_box_attacks {
+        let name = a.name();
+        let secs: Vec<String> = results
+            .iter()
+            .filter_map(|r| {
+                let w = r.white_box(&name)?;
+                Some(format!("{} {:.0} s", r.arch, w.seconds))
+            })
+            .collect();
+        s += &format!(
+            "\n### White-box {name}\n\n{}. Time: {}.\n\n",
+            a.describe(),
+            if secs.is_empty() {
+                "–".into()
+            } else {
+                secs.join(", ")
+            }
+        );
+        s += &table(results, &cfg.white_box_eps, &|r| r.white_box(&name), true);
+        s += &format!("\n![White-box {name}](whitebox-{name}.png)\n");
+    }
+    s += &certified_section(results);
     s += "\n## Training loss (the paper's Figure 8)\n\nPer-batch loss (cross-entropy plus the filter regulariser) of Candidate C against the standard CNN.\n\n![Figure 8: loss curves](figure8-loss.png)\n";
     s += "\n## What this shows\n\n";
     for probe in [0.1f32, 0.3] {
-        if cfg.eps.iter().any(|&e| (e - probe).abs() < 1e-6) {
+        let swept = |eps: &[f32]| eps.iter().any(|&e| (e - probe).abs() < 1e-6);
+        if swept(&cfg.eps) && swept(&cfg.white_box_eps) {
             s += &verdicts(results, probe);
         }
     }
-    s += "\nA model that only resists the transferred (black-box) attack is not robust: an adversary who differentiates through its steps (BPDA, Athalye et al. 2018) is the honest test; the paper reports only the black-box attack. Where a filtered model does hold under PGD, the binary filter quantises each pixel to a few levels, so an ℓ∞ perturbation changes nothing until it reaches the distance between a pixel and a learned threshold: the accuracy then collapses at that ε (see the tables). That is input binarisation's known, limited robustness, not a proof of robustness: these are gradient attacks (20-step PGD, one random start).\n";
+    s += "\nA model that only resists the transferred (black-box) attack is not robust: an adversary who differentiates through its steps (BPDA, Athalye et al. 2018) is the honest test; the paper reports only the black-box attack. Where a filtered model does hold, the binary filter quantises each pixel to a few levels, so an ℓ∞ perturbation changes nothing until it reaches the distance between a pixel and a learned threshold: the accuracy then collapses at that ε (see the tables). That is input binarisation's known, limited robustness, not a proof of robustness: the worst case is an upper bound on robust accuracy from attacks (the filter-code search is exact about which codes each pixel can reach, but searches their combinations greedily).\n";
     s += &format!(
         "\n## Reproducibility\n\n- spartan {} built with {}\n- command: `{}`\n- seeds: training and attacks `{}`; data shuffling is seeded per epoch; chunked gradient sums make runs bit-identical across thread counts\n- total time of this invocation: {:.0} s (finished stages are reused on a rerun)\n- raw results: `models/<arch>/` (model.spartan, loss.csv, summary.json) and `attacks/<arch>/<attack>/` (attack.csv, attack.json)\n\nWall time of each stage of this invocation (a reused stage shows its loading time):\n\n{}",
         env!("CARGO_PKG_VERSION"),

@@ -5,7 +5,14 @@ use crate::progress::Progress;
 use anyhow::{bail, Context};
 use spartan_train::attack::blackbox::{black_box, BlackBoxConfig, SubstituteKind};
 use spartan_train::attack::eps::{parse_eps, DEFAULT_EPS};
-use spartan_train::attack::sweep::{white_box_sweep, WhiteBox, WhiteBoxConfig};
+use spartan_train::attack::filter_codes::{self, FilterCodesConfig};
+use spartan_train::attack::gradient::Loss;
+use spartan_train::attack::pgd::{self, PgdConfig, Schedule};
+use spartan_train::attack::sweep::AttackReport;
+use spartan_train::attack::threat::Grid;
+use spartan_train::attack::white_box::{
+    all_attacks, white_box, Plan, WhiteBoxAttack, WhiteBoxConfig, WhiteBoxResult,
+};
 use spartan_train::data::Split;
 use spartan_train::int8::Int8Runner;
 use spartan_train::nn::GradMode;
@@ -18,8 +25,134 @@ pub enum AttackKind {
     Fgsm,
     /// Projected gradient descent (ℓ∞), white-box (BPDA through steps).
     Pgd,
+    /// Exact search over the codes a per-element filtering layer can reach in the ball.
+    FilterCodes,
+    /// Per image, the worst case of every white-box attack (FGSM, PGD with both BPDA
+    /// modes, filter codes), each run only on the images the ones before left standing.
+    WorstCase,
     /// Surrogate black-box: substitute trained on oracle labels, FGSM transferred.
     Blackbox,
+}
+
+/// `--pgd-loss`, `--codes-loss` values (the library's [`Loss`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LossArg {
+    /// Cross-entropy.
+    Ce,
+    /// Carlini–Wagner margin: best other logit minus the target's.
+    Margin,
+}
+
+impl From<LossArg> for Loss {
+    fn from(a: LossArg) -> Self {
+        match a {
+            LossArg::Ce => Loss::CrossEntropy,
+            LossArg::Margin => Loss::Margin,
+        }
+    }
+}
+
+/// `--pgd-schedule` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScheduleArg {
+    /// APGD: steps of 2ε with momentum, halved where the loss stops rising.
+    Apgd,
+    /// Constant steps of `--pgd-step-factor`·ε/steps (Madry et al.).
+    Constant,
+}
+
+/// How hard the white-box attacks try (shared by `attack` and `reproduce`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct StrengthArgs {
+    /// PGD iterations per restart.
+    #[arg(long, default_value_t = pgd::STRONG_STEPS)]
+    pub pgd_steps: usize,
+    /// PGD runs from random starts (later ones only on images not yet broken).
+    #[arg(long, default_value_t = pgd::STRONG_RESTARTS)]
+    pub pgd_restarts: usize,
+    /// PGD step size schedule.
+    #[arg(long, value_enum, default_value = "apgd")]
+    pub pgd_schedule: ScheduleArg,
+    /// Constant-schedule PGD step size as a multiple of ε / steps.
+    #[arg(long, default_value_t = 2.5)]
+    pub pgd_step_factor: f32,
+    /// Loss PGD climbs.
+    #[arg(long, value_enum, default_value = "ce")]
+    pub pgd_loss: LossArg,
+    /// Start PGD's first run at the clean image instead of a random point of the ball.
+    #[arg(long)]
+    pub no_random_start: bool,
+    /// Filter-code search: loss evaluations per restart.
+    #[arg(long, default_value_t = filter_codes::DEFAULT_STEPS)]
+    pub codes_steps: usize,
+    /// Filter-code search: runs (the first from the clean codes, then random ones).
+    #[arg(long, default_value_t = filter_codes::DEFAULT_RESTARTS)]
+    pub codes_restarts: usize,
+    /// Filter-code search: rounds of probing single switches by their true loss once
+    /// first-order proposals stall (stronger, several times slower).
+    #[arg(long, default_value_t = 0)]
+    pub codes_probe_rounds: usize,
+    /// Loss the filter-code search climbs.
+    #[arg(long, value_enum, default_value = "margin")]
+    pub codes_loss: LossArg,
+}
+
+impl StrengthArgs {
+    /// Checks the settings are sane.
+    pub fn check(&self) -> anyhow::Result<()> {
+        for (name, v) in [
+            ("--pgd-steps", self.pgd_steps),
+            ("--pgd-restarts", self.pgd_restarts),
+            ("--codes-steps", self.codes_steps),
+            ("--codes-restarts", self.codes_restarts),
+        ] {
+            if !(1..=10_000).contains(&v) {
+                bail!("{name} must be between 1 and 10000");
+            }
+        }
+        if self.codes_probe_rounds > 10_000 {
+            bail!("--codes-probe-rounds must be at most 10000");
+        }
+        if !(self.pgd_step_factor.is_finite() && self.pgd_step_factor > 0.0) {
+            bail!("--pgd-step-factor must be positive");
+        }
+        Ok(())
+    }
+
+    /// PGD as asked (ε set per sweep point).
+    pub fn pgd(&self, grad: GradMode) -> PgdConfig {
+        PgdConfig {
+            eps: 0.0,
+            steps: self.pgd_steps,
+            restarts: self.pgd_restarts,
+            schedule: match self.pgd_schedule {
+                ScheduleArg::Apgd => Schedule::Apgd,
+                ScheduleArg::Constant => Schedule::Constant {
+                    factor: self.pgd_step_factor,
+                },
+            },
+            loss: self.pgd_loss.into(),
+            early_stop: true,
+            random_start: !self.no_random_start,
+            grad,
+        }
+    }
+
+    /// The filter-code search as asked (ε and grid set per sweep point).
+    pub fn codes(&self) -> FilterCodesConfig {
+        FilterCodesConfig {
+            steps: self.codes_steps,
+            restarts: self.codes_restarts,
+            probe_rounds: self.codes_probe_rounds,
+            loss: self.codes_loss.into(),
+            ..FilterCodesConfig::new(0.0, Grid::Real)
+        }
+    }
+
+    /// Every white-box attack, in cascade order (FGSM, filter codes, PGD surrogate, PGD identity).
+    pub fn all_attacks(&self) -> Vec<WhiteBoxAttack> {
+        all_attacks(self.pgd(GradMode::Surrogate), self.codes())
+    }
 }
 
 /// How a white-box attack differentiates a Heaviside step.
@@ -78,15 +211,8 @@ pub struct AttackArgs {
     /// Attack the model's own predictions instead of the true labels (white-box).
     #[arg(long)]
     pub predicted_targets: bool,
-    /// PGD iterations.
-    #[arg(long, default_value_t = 20)]
-    pub pgd_steps: usize,
-    /// PGD step size as a multiple of ε / steps.
-    #[arg(long, default_value_t = 2.5)]
-    pub pgd_step_factor: f32,
-    /// Start PGD at the clean image instead of a random point of the ε-ball.
-    #[arg(long)]
-    pub no_random_start: bool,
+    #[command(flatten)]
+    pub strength: StrengthArgs,
     /// Black-box substitute.
     #[arg(long, value_enum, default_value = "mlp")]
     pub substitute: SubstituteArg,
@@ -100,12 +226,7 @@ pub struct AttackArgs {
 
 pub(super) fn attack(a: AttackArgs, progress: Progress) -> anyhow::Result<()> {
     let eps = parse_eps(&a.eps).map_err(|e| anyhow::anyhow!("--eps: {e}"))?;
-    if a.pgd_steps == 0 || a.pgd_steps > 10_000 {
-        bail!("--pgd-steps must be between 1 and 10000");
-    }
-    if !(a.pgd_step_factor.is_finite() && a.pgd_step_factor > 0.0) {
-        bail!("--pgd-step-factor must be positive");
-    }
+    a.strength.check()?;
     let model = load_any_model(&a.model)?;
     let test = a.data.load(Split::Test)?;
     if a.holdout == 0 || a.holdout >= test.len() {
@@ -172,37 +293,84 @@ pub(super) fn attack(a: AttackArgs, progress: Progress) -> anyhow::Result<()> {
             if a.white_box_images == 0 {
                 bail!("--white-box-images must be at least 1");
             }
-            let attack = match kind {
-                AttackKind::Fgsm => WhiteBox::Fgsm,
-                _ => WhiteBox::Pgd {
-                    steps: a.pgd_steps,
-                    step_factor: a.pgd_step_factor,
-                    random_start: !a.no_random_start,
-                },
+            let (attacks, plan) = match kind {
+                AttackKind::Fgsm => (vec![WhiteBoxAttack::Fgsm { grad }], Plan::Each),
+                AttackKind::Pgd => (vec![WhiteBoxAttack::Pgd(a.strength.pgd(grad))], Plan::Each),
+                AttackKind::FilterCodes => {
+                    filter_codes::ElementFilter::of(&net)
+                        .map_err(|e| anyhow::anyhow!("--attack filter-codes: {e}"))?;
+                    let codes = FilterCodesConfig {
+                        grad,
+                        ..a.strength.codes()
+                    };
+                    (vec![WhiteBoxAttack::FilterCodes(codes)], Plan::Each)
+                }
+                _ => (a.strength.all_attacks(), Plan::Cascade),
             };
             let cfg = WhiteBoxConfig {
-                attack,
-                grad,
+                attacks,
+                plan,
                 use_labels: !a.predicted_targets,
                 seed: a.seed,
             };
             let data = eval.take(a.white_box_images).to_input();
-            white_box_sweep(&net, &data, &eps, &cfg, &progress)
+            let result = white_box(&net, &data, &eps, &cfg, &progress);
+            return finish_white_box(&a, kind, result);
         }
     };
     finish(&a, report)
 }
 
-/// Writes and prints an attack's results.
-fn finish(
-    a: &AttackArgs,
-    report: spartan_train::attack::sweep::AttackReport,
-) -> anyhow::Result<()> {
-    let name = a
-        .model
+/// Writes and prints a white-box sweep: the attack's report, or for the worst case its
+/// report and, in subdirectories, the worst case after each attack.
+fn finish_white_box(a: &AttackArgs, kind: AttackKind, r: WhiteBoxResult) -> anyhow::Result<()> {
+    for note in &r.notes {
+        eprintln!("note: {note}");
+    }
+    if kind != AttackKind::WorstCase {
+        let report = r.attacks.into_iter().next().context("the attack ran")?;
+        return finish(a, report);
+    }
+    let name = model_name(a);
+    for report in &r.attacks {
+        let dir = a.out.join(&report.attack);
+        crate::report::write_attack(report, &dir, &name)
+            .with_context(|| format!("cannot write results to {}", dir.display()))?;
+    }
+    println!("cascade (accuracy after each attack, real / u8 grid; time):");
+    for report in &r.attacks {
+        let pts: Vec<String> = report
+            .points
+            .iter()
+            .map(|p| {
+                format!(
+                    "ε {} {:.1}/{:.1}%",
+                    p.eps,
+                    p.accuracy * 100.0,
+                    p.accuracy_u8.unwrap_or(f64::NAN) * 100.0
+                )
+            })
+            .collect();
+        println!(
+            "  {:<26} {:>7.1} s  {}",
+            report.attack,
+            report.seconds,
+            pts.join(", ")
+        );
+    }
+    finish(a, r.worst_case)
+}
+
+fn model_name(a: &AttackArgs) -> String {
+    a.model
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// Writes and prints an attack's results.
+fn finish(a: &AttackArgs, report: AttackReport) -> anyhow::Result<()> {
+    let name = model_name(a);
     crate::report::write_attack(&report, &a.out, &name)
         .with_context(|| format!("cannot write results to {}", a.out.display()))?;
     println!(
@@ -220,7 +388,18 @@ fn finish(
         );
     }
     for p in &report.points {
-        println!("  ε = {:<5} accuracy {:6.2}%", p.eps, p.accuracy * 100.0);
+        match p.accuracy_u8 {
+            Some(u) => println!(
+                "  ε = {:<5} accuracy {:6.2}%   on the u8 grid {:6.2}%",
+                p.eps,
+                p.accuracy * 100.0,
+                u * 100.0
+            ),
+            None => println!("  ε = {:<5} accuracy {:6.2}%", p.eps, p.accuracy * 100.0),
+        }
+    }
+    if report.seconds > 0.0 {
+        println!("  {:.1} s, {} queries", report.seconds, report.queries);
     }
     println!("wrote {}", a.out.join("attack.csv").display());
     Ok(())

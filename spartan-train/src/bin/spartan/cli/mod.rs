@@ -4,6 +4,7 @@
 mod attack;
 mod bench;
 mod bench_infer;
+mod certify;
 mod device;
 mod export;
 mod inspect;
@@ -71,6 +72,8 @@ pub enum Command {
     Reproduce(reproduce::ReproduceArgs),
     /// Adversarial attacks: white-box FGSM/PGD (BPDA) and the surrogate black-box attack.
     Attack(attack::AttackArgs),
+    /// Prove robustness: certified accuracy (a lower bound) with checked counterexamples.
+    Certify(certify::CertifyArgs),
     /// Stream test images to a device (a board on a serial port, or the firmware under
     /// QEMU) and report its accuracy and agreement with the host; --list the ports.
     Device(device::DeviceArgs),
@@ -101,6 +104,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         Command::Quantize(a) => quantize::quantize(a),
         Command::Bench(w) => bench::bench(w),
         Command::Attack(a) => attack::attack(a, progress),
+        Command::Certify(a) => certify::certify(a, progress),
         Command::Reproduce(a) => reproduce::reproduce(a, progress),
         Command::Device(a) => device::device(a, progress),
     }

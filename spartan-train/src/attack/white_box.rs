@@ -1,0 +1,442 @@
+//! White-box robustness over an ε sweep: each attack's accuracy, and the per-image
+//! worst case over all of them, in real numbers and on the `u8` pixel grid.
+//!
+//! Two rules make a sweep both stronger and cheaper than independent runs:
+//! - ε goes up, and an image broken at some ε stays broken at every larger one (its
+//!   adversarial example lies in every larger ball), so it is never attacked again;
+//! - an image whose ball reaches a single filter code in every element (exactly, see
+//!   [`spartan_core::codes`]) gives the same logits everywhere in the ball: no attack
+//!   can change its answer, so none is run.
+//!
+//! An image counts as robust in the worst case only if it survives every attack. In
+//! the [`Plan::Cascade`] plan each attack only sees the images the ones before it left
+//! standing (cheap attacks first, the expensive ones on the survivors); in
+//! [`Plan::Each`] every attack runs on its own, so each has its own accuracy too.
+
+use super::filter_codes::{filter_codes, movable, ElementFilter, FilterCodesConfig};
+use super::gradient::{fgsm, Loss};
+use super::pgd::{pgd, PgdConfig, Schedule};
+use super::sweep::{AttackReport, SweepPoint, ATTACK_BATCH};
+use super::threat::{round_images, Grid};
+use crate::data::Batch;
+use crate::eval::classify;
+use crate::nn::{GradMode, Network, Workspace};
+use crate::observe::Observer;
+use ndarray::{Array4, ArrayView4, Axis};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::time::Instant;
+
+/// One white-box attack of a sweep (its ε is the sweep's).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum WhiteBoxAttack {
+    /// One signed-gradient step of size ε.
+    Fgsm {
+        /// How steps are differentiated (BPDA).
+        grad: GradMode,
+    },
+    /// Projected gradient descent (its `eps` is ignored).
+    Pgd(PgdConfig),
+    /// The search over reachable filter codes (its `eps` and `grid` are ignored: it
+    /// runs on the `u8` grid for the device's threat model and on floats otherwise).
+    FilterCodes(FilterCodesConfig),
+}
+
+impl WhiteBoxAttack {
+    /// Short name: `fgsm`, `pgd`, `pgd-identity`, `filter-codes`, …
+    pub fn name(&self) -> String {
+        let with_mode = |base: &str, grad| match grad {
+            GradMode::Surrogate => base.to_string(),
+            GradMode::Identity => format!("{base}-identity"),
+            GradMode::Exact => format!("{base}-exact"),
+        };
+        match self {
+            WhiteBoxAttack::Fgsm { grad } => with_mode("fgsm", *grad),
+            WhiteBoxAttack::Pgd(c) => with_mode("pgd", c.grad),
+            WhiteBoxAttack::FilterCodes(_) => "filter-codes".into(),
+        }
+    }
+
+    /// What it does, with its settings.
+    pub fn describe(&self) -> String {
+        let loss = |l: Loss| match l {
+            Loss::CrossEntropy => "cross-entropy",
+            Loss::Margin => "margin (CW) loss",
+        };
+        match self {
+            WhiteBoxAttack::Fgsm { grad } => format!("FGSM (ℓ∞), BPDA {grad:?}"),
+            WhiteBoxAttack::Pgd(c) => {
+                let schedule = match c.schedule {
+                    Schedule::Constant { factor } => format!("constant steps of {factor}·ε/{}", c.steps),
+                    Schedule::Apgd => "APGD step schedule (2ε, halved at checkpoints, momentum 0.75)".into(),
+                };
+                format!(
+                    "PGD (ℓ∞), {} steps × {} restart(s), {schedule}, {}, random start: {}, stop on success, BPDA {:?}",
+                    c.steps, c.restarts, loss(c.loss), c.random_start, c.grad
+                )
+            }
+            WhiteBoxAttack::FilterCodes(c) => format!(
+                "filter-code search (exact codes of layer 1, first-order scores from layer 2 on, true loss checked every step), {} steps × {} restart(s), {}",
+                c.steps, c.restarts, loss(c.loss)
+            ),
+        }
+    }
+
+    /// The same attack with surrogate gradients (to spot attacks that only differ in
+    /// their BPDA mode on a network without steps).
+    fn without_bpda(self) -> Self {
+        match self {
+            WhiteBoxAttack::Fgsm { .. } => WhiteBoxAttack::Fgsm {
+                grad: GradMode::Surrogate,
+            },
+            WhiteBoxAttack::Pgd(c) => WhiteBoxAttack::Pgd(PgdConfig {
+                grad: GradMode::Surrogate,
+                ..c
+            }),
+            a => a,
+        }
+    }
+}
+
+/// How the attacks of a sweep share the images.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Each attack only on the images every attack before it failed on: the cheapest
+    /// way to the worst case. Each attack's points are the worst case after it.
+    Cascade,
+    /// Every attack on every image it has not broken itself: each attack's own accuracy.
+    Each,
+}
+
+/// A white-box sweep's settings besides the ε values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WhiteBoxConfig {
+    /// The attacks (in a cascade, the cheapest per broken image first).
+    pub attacks: Vec<WhiteBoxAttack>,
+    /// How they share the images.
+    pub plan: Plan,
+    /// Attack the true labels; otherwise the model's own predictions (no label leaking).
+    pub use_labels: bool,
+    /// Seed of every random choice.
+    pub seed: u64,
+}
+
+/// Every white-box attack, in the order a cascade runs them best: FGSM (one gradient
+/// per image), the filter-code search (the strongest, and cheap per image), then PGD
+/// with both BPDA modes (`pgd` as the template), which spends its full budget only on
+/// the images nothing before it broke.
+pub fn all_attacks(pgd: PgdConfig, codes: FilterCodesConfig) -> Vec<WhiteBoxAttack> {
+    vec![
+        WhiteBoxAttack::Fgsm {
+            grad: GradMode::Surrogate,
+        },
+        WhiteBoxAttack::FilterCodes(codes),
+        WhiteBoxAttack::Pgd(PgdConfig {
+            grad: GradMode::Surrogate,
+            ..pgd
+        }),
+        WhiteBoxAttack::Pgd(PgdConfig {
+            grad: GradMode::Identity,
+            ..pgd
+        }),
+    ]
+}
+
+/// What a sweep found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WhiteBoxResult {
+    /// One report per attack run (in [`Plan::Cascade`], the worst case after it).
+    pub attacks: Vec<AttackReport>,
+    /// An image is robust only if it survived every attack.
+    pub worst_case: AttackReport,
+    /// Attacks left out, and why.
+    pub notes: Vec<String>,
+}
+
+/// Which images are still robust: in real numbers and on the `u8` grid.
+#[derive(Clone, Debug)]
+struct Tally {
+    real: Vec<bool>,
+    u8: Vec<bool>,
+}
+
+impl Tally {
+    fn point(&self, eps: f32) -> SweepPoint {
+        let frac = |v: &[bool]| v.iter().filter(|&&b| b).count() as f64 / v.len().max(1) as f64;
+        SweepPoint {
+            eps,
+            accuracy: frac(&self.real),
+            accuracy_u8: Some(frac(&self.u8)),
+            n: self.real.len(),
+        }
+    }
+
+    fn open(&self, i: usize) -> bool {
+        self.real[i] || self.u8[i]
+    }
+}
+
+/// Runs a white-box sweep over `eps` on `data` (ε in increasing order in the reports).
+pub fn white_box(
+    net: &Network,
+    data: &Batch<f32>,
+    eps: &[f32],
+    cfg: &WhiteBoxConfig,
+    observer: &dyn Observer,
+) -> WhiteBoxResult {
+    let mut ws = Workspace::new();
+    let x = data.images();
+    let clean = classify(net, x, &mut ws);
+    let correct: Vec<bool> = clean
+        .iter()
+        .zip(&data.labels)
+        .map(|(a, b)| a == b)
+        .collect();
+    let clean_accuracy = correct.iter().filter(|&&c| c).count() as f64 / data.len().max(1) as f64;
+    let targets = if cfg.use_labels {
+        data.labels.clone()
+    } else {
+        clean
+    };
+    let filter = ElementFilter::of(net);
+    let has_steps = net
+        .spec()
+        .layers
+        .iter()
+        .any(|l| l.activation().is_some_and(|a| a.is_binary()));
+    let mut notes = Vec::new();
+    let mut attacks: Vec<WhiteBoxAttack> = Vec::new();
+    for &a in &cfg.attacks {
+        if let (WhiteBoxAttack::FilterCodes(_), Err(why)) = (a, &filter) {
+            notes.push(format!("{} left out: {why}", a.name()));
+        } else if !has_steps && attacks.iter().any(|b| b.without_bpda() == a.without_bpda()) {
+            notes.push(format!(
+                "{} left out: the network has no step, so BPDA modes give the same gradients",
+                a.name()
+            ));
+        } else if !attacks.contains(&a) {
+            attacks.push(a);
+        }
+    }
+    let mut eps: Vec<f32> = eps.to_vec();
+    eps.sort_by(f32::total_cmp);
+    eps.dedup();
+    let start = Tally {
+        real: correct.clone(),
+        u8: correct,
+    };
+    let mut tallies = vec![start.clone(); attacks.len()];
+    let mut worst = start;
+    let mut points: Vec<Vec<SweepPoint>> = vec![Vec::new(); attacks.len()];
+    let mut worst_points = Vec::new();
+    let mut seconds = vec![0.0f64; attacks.len()];
+    let mut queries = vec![0u64; attacks.len()];
+    observer.begin("white-box", (eps.len() * attacks.len()) as u64, 0);
+    for (ei, &e) in eps.iter().enumerate() {
+        let moves = match &filter {
+            Ok(f) if e > 0.0 => movable(f, x, e, Grid::Real),
+            _ => vec![e > 0.0; data.len()],
+        };
+        for (ai, attack) in attacks.iter().enumerate() {
+            let started = Instant::now();
+            let tally = match cfg.plan {
+                Plan::Each => &mut tallies[ai],
+                Plan::Cascade => &mut worst,
+            };
+            let run = Runner {
+                net,
+                filter: filter.as_ref().ok(),
+                x,
+                targets: &targets,
+                eps: e,
+                seed: cfg.seed ^ ((ai as u64) << 48) ^ ((ei as u64) << 32),
+            };
+            queries[ai] += run.attack(*attack, &mut ws, tally, &moves);
+            seconds[ai] += started.elapsed().as_secs_f64();
+            points[ai].push(tally.point(e));
+            observer.advance(1);
+        }
+        if cfg.plan == Plan::Each {
+            for t in &tallies {
+                for (i, w) in worst.real.iter_mut().enumerate() {
+                    *w &= t.real[i];
+                }
+                for (i, w) in worst.u8.iter_mut().enumerate() {
+                    *w &= t.u8[i];
+                }
+            }
+        }
+        worst_points.push(worst.point(e));
+        let p = worst.point(e);
+        observer.status(&format!(
+            "ε={e}: {:.1}% ({:.1}% on u8)",
+            p.accuracy * 100.0,
+            p.accuracy_u8.unwrap_or(0.0) * 100.0
+        ));
+    }
+    observer.end();
+    let whom = if cfg.use_labels {
+        "true labels"
+    } else {
+        "model predictions"
+    };
+    let report =
+        |attack: String, settings: String, points: Vec<SweepPoint>, q: u64, s: f64| AttackReport {
+            attack,
+            settings: format!("{settings}; targets: {whom}, seed {}", cfg.seed),
+            clean_accuracy,
+            n: data.len(),
+            queries: q,
+            substitute_accuracy: None,
+            substitute_agreement: None,
+            points,
+            seconds: s,
+        };
+    let cascade = cfg.plan == Plan::Cascade;
+    let names: Vec<String> = attacks.iter().map(|a| a.name()).collect();
+    let reports: Vec<AttackReport> = attacks
+        .iter()
+        .enumerate()
+        .zip(points)
+        .map(|((ai, a), pts)| {
+            let (name, settings) = if cascade {
+                (
+                    format!("after-{}", names[ai]),
+                    format!(
+                        "worst case after {} (cascade): {}",
+                        names[..=ai].join(", "),
+                        a.describe()
+                    ),
+                )
+            } else {
+                (names[ai].clone(), a.describe())
+            };
+            report(name, settings, pts, queries[ai], seconds[ai])
+        })
+        .collect();
+    let worst_case = report(
+        "worst-case".into(),
+        format!(
+            "per-image worst case over {} ({})",
+            names.join(", "),
+            if cascade {
+                "cascade: each attack on the survivors of the ones before"
+            } else {
+                "every attack on every image"
+            }
+        ),
+        worst_points,
+        queries.iter().sum(),
+        seconds.iter().sum(),
+    );
+    WhiteBoxResult {
+        attacks: reports,
+        worst_case,
+        notes,
+    }
+}
+
+/// One attack at one ε over the images of a sweep.
+struct Runner<'a> {
+    net: &'a Network,
+    filter: Option<&'a ElementFilter>,
+    x: ArrayView4<'a, f32>,
+    targets: &'a [u8],
+    eps: f32,
+    seed: u64,
+}
+
+impl Runner<'_> {
+    /// Attacks the images `tally` still holds robust (and whose ball can change the
+    /// answer); marks the ones broken. Returns the queries made.
+    fn attack(
+        &self,
+        attack: WhiteBoxAttack,
+        ws: &mut Workspace,
+        tally: &mut Tally,
+        moves: &[bool],
+    ) -> u64 {
+        let mut queries = 0;
+        let open = |t: &Tally, grid: Option<Grid>| -> Vec<usize> {
+            (0..t.real.len())
+                .filter(|&i| moves[i])
+                .filter(|&i| match grid {
+                    None => t.open(i),
+                    Some(Grid::Real) => t.real[i],
+                    Some(Grid::U8) => t.u8[i],
+                })
+                .collect()
+        };
+        match attack {
+            WhiteBoxAttack::FilterCodes(c) => {
+                // On the grid first: an example there is one in real numbers too.
+                for grid in [Grid::U8, Grid::Real] {
+                    let idx = open(tally, Some(grid));
+                    queries += self.batches(&idx, ws, tally, |ws, x, t, rng| {
+                        let cfg = FilterCodesConfig {
+                            eps: self.eps,
+                            grid,
+                            ..c
+                        };
+                        let filter = self.filter.expect("filter-code attacks need a filter");
+                        filter_codes(self.net, filter, ws, x, t, cfg, rng)
+                    });
+                }
+            }
+            WhiteBoxAttack::Fgsm { grad } => {
+                let idx = open(tally, None);
+                queries += self.batches(&idx, ws, tally, |ws, x, t, _| {
+                    (fgsm(self.net, ws, x, t, self.eps, grad), t.len() as u64)
+                });
+            }
+            WhiteBoxAttack::Pgd(c) => {
+                let idx = open(tally, None);
+                queries += self.batches(&idx, ws, tally, |ws, x, t, rng| {
+                    pgd(self.net, ws, x, t, PgdConfig { eps: self.eps, ..c }, rng)
+                });
+            }
+        }
+        queries
+    }
+
+    /// Runs `attack` on images `idx` in batches; an image is broken in real numbers if
+    /// its adversarial example is misclassified, and on the `u8` grid (hence in real
+    /// numbers too) if that example rounded to the grid is.
+    fn batches(
+        &self,
+        idx: &[usize],
+        ws: &mut Workspace,
+        tally: &mut Tally,
+        mut attack: impl FnMut(
+            &mut Workspace,
+            ArrayView4<'_, f32>,
+            &[u8],
+            &mut ChaCha8Rng,
+        ) -> (Array4<f32>, u64),
+    ) -> u64 {
+        let mut queries = 0;
+        for (bi, chunk) in idx.chunks(ATTACK_BATCH).enumerate() {
+            let xs = self.x.select(Axis(0), chunk);
+            let ts: Vec<u8> = chunk.iter().map(|&i| self.targets[i]).collect();
+            let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ bi as u64);
+            let (adv, q) = attack(ws, xs.view(), &ts, &mut rng);
+            queries += q;
+            let real = classify(self.net, adv.view(), ws);
+            let on_grid = classify(
+                self.net,
+                round_images(xs.view(), adv.view(), self.eps).view(),
+                ws,
+            );
+            for (j, &i) in chunk.iter().enumerate() {
+                if on_grid[j] != ts[j] {
+                    tally.u8[i] = false;
+                    tally.real[i] = false;
+                }
+                if real[j] != ts[j] {
+                    tally.real[i] = false;
+                }
+            }
+        }
+        queries
+    }
+}
