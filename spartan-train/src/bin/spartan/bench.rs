@@ -150,6 +150,17 @@ pub struct InferBench {
     pub b256: Rates,
 }
 
+impl InferBench {
+    /// Times `one` (a single image, `b1_steps` calls a round, a tenth of that to warm
+    /// up) and `batch` (256 images, 10 calls a round) the same way for every path.
+    fn measure(one: impl FnMut(), b1_steps: usize, batch: impl FnMut(), repeats: usize) -> Self {
+        Self {
+            b1: Rates::of(throughput(one, 1, b1_steps, repeats, b1_steps / 10)),
+            b256: Rates::of(throughput(batch, 256, 10, repeats, 2)),
+        }
+    }
+}
+
 /// Measures the core's int8 path on `images` (raw pixels, cycled).
 pub fn bench_int8(runner: &Int8Runner<'_>, images: &Dataset, repeats: usize) -> InferBench {
     let m = &runner.model;
@@ -157,66 +168,45 @@ pub fn bench_int8(runner: &Int8Runner<'_>, images: &Dataset, repeats: usize) -> 
     let mut arena = vec![0u8; m.arena_len()];
     let mut logits = vec![0i8; m.classes()];
     let mut i = 0usize;
-    let b1 = throughput(
-        || {
-            let img = images.image(i % n_img);
-            i += 1;
-            std::hint::black_box(m.infer(img, &mut arena, &mut logits).unwrap_or(0));
-        },
-        1,
-        500,
-        repeats,
-        50,
-    );
+    let one = || {
+        let img = images.image(i % n_img);
+        i += 1;
+        std::hint::black_box(m.infer(img, &mut arena, &mut logits).unwrap_or(0));
+    };
     let batch: Vec<u8> = (0..256)
         .flat_map(|i| images.image(i % n_img))
         .copied()
         .collect();
-    let b256 = throughput(
+    InferBench::measure(
+        one,
+        500,
         || {
             std::hint::black_box(runner.run(&batch, 256));
         },
-        256,
-        10,
         repeats,
-        2,
-    );
-    InferBench {
-        b1: Rates::of(b1),
-        b256: Rates::of(b256),
-    }
+    )
 }
 
 /// Measures the trainer's f32 forward pass on `images` (cycled), in one workspace.
 pub fn bench_f32(net: &Network, images: &Batch<f32>, repeats: usize) -> InferBench {
     let n_img = images.len();
     let all = images.images();
-    let mut ws = Workspace::new();
     let mut i = 0usize;
-    let b1 = throughput(
+    let cycled: Vec<usize> = (0..256).map(|i| i % n_img).collect();
+    let batch = all.select(Axis(0), &cycled);
+    // Both closures use the one workspace, so they take turns borrowing it.
+    let ws = std::cell::RefCell::new(Workspace::new());
+    InferBench::measure(
         || {
             let k = i % n_img;
             i += 1;
-            std::hint::black_box(net.forward(all.slice(s![k..k + 1, .., .., ..]), &mut ws));
+            let x = all.slice(s![k..k + 1, .., .., ..]);
+            std::hint::black_box(net.forward(x, &mut ws.borrow_mut()));
         },
-        1,
         300,
-        repeats,
-        20,
-    );
-    let cycled: Vec<usize> = (0..256).map(|i| i % n_img).collect();
-    let batch = all.select(Axis(0), &cycled);
-    let b256 = throughput(
         || {
-            std::hint::black_box(net.forward(batch.view(), &mut ws));
+            std::hint::black_box(net.forward(batch.view(), &mut ws.borrow_mut()));
         },
-        256,
-        10,
         repeats,
-        2,
-    );
-    InferBench {
-        b1: Rates::of(b1),
-        b256: Rates::of(b256),
-    }
+    )
 }
