@@ -13,6 +13,7 @@ pub mod network;
 pub mod optim;
 pub mod pass;
 pub mod trig;
+pub mod winograd;
 pub mod workspace;
 
 pub use act::GradMode;

@@ -19,8 +19,9 @@ pub(super) struct Affine<'p> {
 
 /// The gradient side of one backward pass through an [`Affine`].
 pub(super) struct AffineBackward<'a, 'g> {
-    /// The forward pass's `a`.
-    pub a: ArrayView2<'a, f32>,
+    /// The forward pass's `a`; `None` when the caller adds the weight gradient itself
+    /// (only the bias gradient is added then).
+    pub a: Option<ArrayView2<'a, f32>>,
     /// Its pre-activations (kept for steps only) and its output.
     pub pre: &'a [f32],
     /// Its output `y`.
@@ -41,8 +42,14 @@ impl Affine<'_> {
             row.copy_from_slice(b);
         }
         matmul(y.view_mut(), a, self.w, true);
+        self.activate(values_mut(y), pre);
+    }
+
+    /// `y = f(z)` in place, for `z = a·W + b` computed by the caller; pre-activations
+    /// to `pre` unless it is empty.
+    pub fn activate(&self, z: &mut [f32], pre: &mut [f32]) {
         let keep = (!pre.is_empty()).then_some(pre);
-        forward_in_place(self.act, values_mut(y), keep);
+        forward_in_place(self.act, z, keep);
     }
 
     /// Turns the loss gradient of `y` into that of `a·W + b`, which it returns, and adds
@@ -62,9 +69,11 @@ impl Affine<'_> {
                     *s += v;
                 }
             }
-            let gw = ArrayViewMut2::from_shape(self.w.dim(), gw)
-                .expect("gradient sized like the weights");
-            matmul(gw, pass.a.t(), gz.view(), true);
+            if let Some(a) = pass.a {
+                let gw = ArrayViewMut2::from_shape(self.w.dim(), gw)
+                    .expect("gradient sized like the weights");
+                matmul(gw, a.t(), gz.view(), true);
+            }
         }
         gz
     }

@@ -63,7 +63,7 @@ impl Layer for Dense {
     fn backward(&self, p: &[ArrayD<f32>], b: Backward<'_>) {
         let affine = self.affine(p);
         let pass = AffineBackward {
-            a: flat(b.x),
+            a: Some(flat(b.x)),
             pre: b.scratch,
             y: values(&b.y),
             gy: flat_mut(b.gy),
