@@ -169,10 +169,13 @@ fn forward_backward(
     let n = x.dim().0;
     let mut y = u.clone();
     let mut scratch = vec![0.0; n * layer.scratch_len()];
+    let mut prepared = Vec::new();
+    layer.prepare(p, true, &mut prepared);
     let pass = Forward {
         x: x.view(),
         y: y.view_mut(),
         scratch: &mut scratch,
+        prepared: &prepared,
     };
     layer.forward(p, pass);
     let mut gy = u.clone();
@@ -186,6 +189,7 @@ fn forward_backward(
         gx: Some(gx.view_mut()),
         grads: Some(&mut grads),
         mode: GradMode::Surrogate,
+        prepared: &prepared,
     };
     layer.backward(p, pass);
     (y, gx, grads)

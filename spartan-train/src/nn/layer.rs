@@ -32,6 +32,15 @@ pub trait Layer: fmt::Debug + Send + Sync {
         Vec::new()
     }
 
+    /// Writes to `out` (cleared first) values derived from the parameters once per
+    /// pass and handed to every chunk's `forward` and `backward` (e.g. transformed
+    /// weights); nothing by default. `input_grad`: whether the pass also computes this
+    /// layer's input gradient.
+    fn prepare(&self, p: &[ArrayD<f32>], input_grad: bool, out: &mut Vec<f32>) {
+        let _ = (p, input_grad);
+        out.clear();
+    }
+
     /// Scratch values per sample that `forward` leaves for `backward`.
     fn scratch_len(&self) -> usize {
         0
@@ -77,6 +86,8 @@ pub struct Forward<'a> {
     /// `n ·` [`Layer::scratch_len`] values for what the backward pass will need: hand
     /// them, untouched, to the `backward` of the same batch.
     pub scratch: &'a mut [f32],
+    /// What [`Layer::prepare`] gave for this pass.
+    pub prepared: &'a [f32],
 }
 
 /// Everything a backward pass reads and writes besides the parameters.
@@ -97,6 +108,8 @@ pub struct Backward<'a> {
     pub grads: Option<&'a mut [f32]>,
     /// How steps are differentiated.
     pub mode: GradMode,
+    /// What [`Layer::prepare`] gave for this pass.
+    pub prepared: &'a [f32],
 }
 
 /// The contiguous values under a view the network made (standard layout by contract).

@@ -158,6 +158,8 @@ struct Chunks<'a, U> {
     /// Per layer: `weight / batch` of its output's L1 penalty when regularising, else 0.
     l1: Vec<f32>,
     upstream: Option<&'a U>,
+    /// Per layer of the pass: what its [`Layer::prepare`](super::Layer::prepare) gave.
+    prepared: &'a [Vec<f32>],
 }
 
 fn view<'a>(buf: &'a [f32], n: usize, s: Shape) -> ArrayView4<'a, f32> {
@@ -188,6 +190,7 @@ impl<U: Upstream> Chunks<'_, U> {
                 x: view(x, n, shapes[i]),
                 y: view_mut(y, n, shapes[i + 1]),
                 scratch,
+                prepared: &self.prepared[i - start],
             };
             layers[i].forward(self.net.layer_params(i), pass);
             if self.l1[i - start] != 0.0 {
@@ -243,6 +246,7 @@ impl<U: Upstream> Chunks<'_, U> {
                     gx,
                     grads: partial.as_deref_mut().map(|p| &mut p[range]),
                     mode: self.mode,
+                    prepared: &self.prepared[i - start],
                 },
             );
         }
@@ -403,6 +407,7 @@ impl Network {
             partials,
             output: out_buf,
             input_grads,
+            prepared,
         } = ws;
         slots.resize_with(threads.max(slots.len()), Default::default);
         out_buf.resize(n * out_len, 0.0);
@@ -434,12 +439,18 @@ impl Network {
                 _ => 0.0,
             })
             .collect();
+        prepared.resize_with(layers.len(), Vec::new);
+        for (i, out) in layers.clone().zip(prepared.iter_mut()) {
+            let input_grad = backward && (i > layers.start || run.input_grads);
+            self.layers()[i].prepare(self.layer_params(i), input_grad, out);
+        }
         let ctx = Chunks {
             net: self,
             layers: layers.clone(),
             mode: run.mode,
             l1,
             upstream: run.upstream,
+            prepared,
         };
         let mut xs = x.chunks(CHUNK * in_len);
         let mut outs = out_buf.chunks_mut(CHUNK * out_len);
@@ -521,12 +532,17 @@ impl Network {
         let mut ranges = vec![(f32::INFINITY, f32::NEG_INFINITY); all.len()];
         let mut b = ChunkBuffers::default();
         b.fit(self, &all, false);
+        let mut prepared = vec![Vec::new(); all.len()];
+        for (i, out) in all.clone().zip(prepared.iter_mut()) {
+            self.layers()[i].prepare(self.layer_params(i), false, out);
+        }
         let ctx = Chunks::<NoUpstream> {
             net: self,
             layers: all,
             mode: GradMode::Surrogate,
             l1: vec![0.0; ranges.len()],
             upstream: None,
+            prepared: &prepared,
         };
         let mut logits = vec![0.0; CHUNK * self.classes()];
         let x = x.as_standard_layout();

@@ -65,17 +65,21 @@ impl Geometry {
         back.applies(3).then_some(back)
     }
 
+    /// Values of the weights after [`transform_weights`].
+    pub fn transformed_len(self) -> usize {
+        XI * self.c_in * self.c_out
+    }
+
     /// Scratch values per sample [`conv3x3_weight_grad`] needs.
     pub fn weight_grad_scratch_per_sample(self) -> usize {
-        self.scratch_per_sample() + 4 * (self.width - 2) * self.c_out
+        let weights = (XI + 12) * self.c_in * self.c_out;
+        weights + self.scratch_per_sample() + 4 * (self.width - 2) * self.c_out
     }
 
     /// Scratch values per sample [`conv3x3_input_grad`] needs (0 when it does not apply).
     pub fn input_grad_scratch_per_sample(self) -> usize {
         self.input_grad().map_or(0, |back| {
-            9 * self.c_in * self.c_out
-                + back.height * back.width * back.c_in
-                + back.scratch_per_sample()
+            back.height * back.width * back.c_in + back.scratch_per_sample()
         })
     }
 
@@ -89,16 +93,50 @@ impl Geometry {
 
     /// Scratch values per sample [`conv3x3`] needs.
     pub fn scratch_per_sample(self) -> usize {
-        let weights = (XI + 12) * self.c_in * self.c_out;
         let rows = 4 * self.width * self.c_in + self.c_out;
-        weights + rows + XI * self.tiles_per_sample() * (self.c_in + self.c_out)
+        rows + XI * self.tiles_per_sample() * (self.c_in + self.c_out)
     }
+}
+
+/// Appends to `out` the weights `w` (`[3][3][c_in][c_out]`) as [`conv3x3`] takes
+/// them: `U = G g Gᵀ` for the kernel `g` of every channel pair, `[16][c_in][c_out]`.
+/// Done once per pass and shared by every chunk of samples.
+pub fn transform_weights(w: &[f32], g: Geometry, out: &mut Vec<f32>) {
+    let pair = g.c_in * g.c_out;
+    let start = out.len();
+    // U, then room for the intermediate `G g`, dropped at the end.
+    out.resize(start + (XI + 12) * pair, 0.0);
+    let (u, gg) = out[start..].split_at_mut(XI * pair);
+    transform_into(&w[..9 * pair], pair, gg, u);
+    out.truncate(start + XI * pair);
+}
+
+/// Appends to `out` the weights `w` as [`conv3x3_input_grad`] takes them: turned by
+/// 180° with their channels swapped (`[3][3][c_out][c_in]`), then transformed like
+/// [`transform_weights`].
+pub fn transform_input_grad_weights(w: &[f32], g: Geometry, out: &mut Vec<f32>) {
+    let (ci, co) = (g.c_in, g.c_out);
+    let mut turned = vec![0.0f32; 9 * ci * co];
+    for (k, tap) in turned.chunks_exact_mut(ci * co).enumerate() {
+        let src = &w[(8 - k) * ci * co..][..ci * co];
+        for (c, row) in src.chunks_exact(co).enumerate() {
+            for (o, &v) in row.iter().enumerate() {
+                tap[o * ci + c] = v;
+            }
+        }
+    }
+    let back = Geometry {
+        c_in: co,
+        c_out: ci,
+        ..g
+    };
+    transform_weights(&turned, back, out);
 }
 
 /// `u[ξ][c_in][c_out] = (G g Gᵀ)[ξ]` for the 3×3 kernel `g` of every channel pair of
 /// `w` (`[3][3][c_in][c_out]`). `gg` holds `12 · c_in · c_out` values.
 #[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn transform_weights(w: &[f32], pair: usize, gg: &mut [f32], u: &mut [f32]) {
+fn transform_into(w: &[f32], pair: usize, gg: &mut [f32], u: &mut [f32]) {
     // `G h` for three rows h0, h1, h2 (each a slice of channel pairs) into four rows.
     #[inline(always)]
     fn g_rows(h: [&[f32]; 3], out: &mut [f32], pair: usize, row_stride: usize) {
@@ -454,7 +492,8 @@ pub fn conv3x3_weight_grad(
 }
 
 /// `y = conv(x, w) + b` (`b` zero when `None`) for `n` samples: `x` is
-/// `n × height × width × c_in`, `w` is `[3][3][c_in][c_out]`, `y` is
+/// `n × height × width × c_in`, `u` is `w` (`[3][3][c_in][c_out]`) after
+/// [`transform_weights`], `y` is
 /// `n × (height−2) × (width−2) × c_out`. `scratch` holds at least
 /// `n ·` [`Geometry::scratch_per_sample`] values.
 ///
@@ -465,16 +504,14 @@ pub fn conv3x3(
     x: &[f32],
     n: usize,
     g: Geometry,
-    w: &[f32],
+    u: &[f32],
     b: Option<&[f32]>,
     y: &mut [f32],
     scratch: &mut [f32],
 ) {
     assert!(g.applies(3), "winograd: geometry {g:?}");
     let (ci, co) = (g.c_in, g.c_out);
-    let (u, rest) = scratch.split_at_mut(XI * ci * co);
-    let (gg, rest) = rest.split_at_mut(12 * ci * co);
-    transform_weights(w, ci * co, gg, u);
+    let rest = scratch;
     let (tiles_x, rows_y) = (g.tiles_x(), (g.height - 2) / 2);
     let total_rows = n * rows_y;
     let block_rows = (BLOCK_TILES / tiles_x).clamp(1, total_rows);
@@ -528,7 +565,8 @@ pub fn conv3x3(
 /// (`n × (height−2) × (width−2) × c_out`), written to `gx` (`n × height × width × c_in`):
 /// the full correlation of `gz` with the kernel turned by 180° and its channels
 /// swapped, i.e. a valid 3×3 conv of `gz` padded by 2 (see
-/// [`Geometry::input_grad`]). `scratch` holds at least
+/// [`Geometry::input_grad`]); `u_back` is `w` after [`transform_input_grad_weights`].
+/// `scratch` holds at least
 /// `n ·` [`Geometry::input_grad_scratch_per_sample`] values.
 ///
 /// # Panics
@@ -537,25 +575,16 @@ pub fn conv3x3_input_grad(
     gz: &[f32],
     n: usize,
     g: Geometry,
-    w: &[f32],
+    u_back: &[f32],
     gx: &mut [f32],
     scratch: &mut [f32],
 ) {
     let back = g
         .input_grad()
         .unwrap_or_else(|| panic!("winograd: no input gradient for {g:?}"));
-    let (ci, co) = (g.c_in, g.c_out);
-    let (turned, rest) = scratch.split_at_mut(9 * ci * co);
-    for (k, tap) in turned.chunks_exact_mut(ci * co).enumerate() {
-        let src = &w[(8 - k) * ci * co..][..ci * co];
-        for (o, row) in tap.chunks_exact_mut(ci).enumerate() {
-            for (t, s) in row.iter_mut().zip(src.iter().skip(o).step_by(co)) {
-                *t = *s;
-            }
-        }
-    }
+    let co = g.c_out;
     let (oh, ow) = (g.height - 2, g.width - 2);
-    let (padded, rest) = rest.split_at_mut(n * back.height * back.width * co);
+    let (padded, rest) = scratch.split_at_mut(n * back.height * back.width * co);
     padded.fill(0.0);
     let (out_row, pad_row) = (ow * co, back.width * co);
     for (dst, src) in padded
@@ -565,7 +594,7 @@ pub fn conv3x3_input_grad(
     {
         dst[2 * co..][..out_row].copy_from_slice(src);
     }
-    conv3x3(padded, n, back, turned, None, gx, rest);
+    conv3x3(padded, n, back, u_back, None, gx, rest);
 }
 
 #[cfg(test)]
@@ -652,7 +681,9 @@ mod tests {
             let b: Vec<f32> = (0..g.c_out).map(|_| rng.gen_range(-0.5..0.5)).collect();
             let mut y = vec![f32::NAN; n * (g.height - 2) * (g.width - 2) * g.c_out];
             let mut scratch = vec![f32::NAN; n * g.scratch_per_sample()];
-            conv3x3(&x, n, g, &w, Some(&b), &mut y, &mut scratch);
+            let mut u = Vec::new();
+            transform_weights(&w, g, &mut u);
+            conv3x3(&x, n, g, &u, Some(&b), &mut y, &mut scratch);
             let want = direct(&x, n, g, &w, &b);
             let scale = (9 * g.c_in) as f64;
             for (i, (&got, &want)) in y.iter().zip(&want).enumerate() {
@@ -712,7 +743,9 @@ mod tests {
             let lhs: f64 = y.iter().zip(&gz).map(|(a, &b)| a * f64::from(b)).sum();
             let mut gx = vec![f32::NAN; x.len()];
             let mut scratch = vec![f32::NAN; n * g.input_grad_scratch_per_sample()];
-            conv3x3_input_grad(&gz, n, g, &w, &mut gx, &mut scratch);
+            let mut u_back = Vec::new();
+            transform_input_grad_weights(&w, g, &mut u_back);
+            conv3x3_input_grad(&gz, n, g, &u_back, &mut gx, &mut scratch);
             let rhs: f64 = gx
                 .iter()
                 .zip(&x)

@@ -51,6 +51,10 @@ pub struct Workspace {
     pub(super) partials: Vec<Vec<f32>>,
     pub(super) output: Vec<f32>,
     pub(super) input_grads: Vec<f32>,
+    /// What each layer's `prepare` gave for the last pass (reused: fresh buffers of
+    /// this size are mapped and faulted in at every call, a fifth of a batch-1
+    /// inference).
+    pub(super) prepared: Vec<Vec<f32>>,
 }
 
 impl Workspace {

@@ -158,6 +158,19 @@ impl Layer for Conv {
         vec![tensor(&[k, k, ci, co], weight), ArrayD::zeros(vec![co])]
     }
 
+    /// Winograd-transformed weights: for the forward pass, then (when asked) for the
+    /// input gradient.
+    fn prepare(&self, p: &[ArrayD<f32>], input_grad: bool, out: &mut Vec<f32>) {
+        let w = values(&p[0].view());
+        out.clear();
+        if let Some(g) = self.winograd() {
+            winograd::transform_weights(w, g, out);
+        }
+        if let (true, Some(g)) = (input_grad, self.winograd_input_grad()) {
+            winograd::transform_input_grad_weights(w, g, out);
+        }
+    }
+
     fn scratch_len(&self) -> usize {
         let patches = self.pixels() * self.patch_len();
         let g = self.geometry();
@@ -176,13 +189,19 @@ impl Layer for Conv {
 
     /// The patches stay in the scratch for `backward` (im2col path); pre-activations
     /// too for steps.
-    fn forward(&self, p: &[ArrayD<f32>], Forward { x, y, scratch }: Forward<'_>) {
+    fn forward(&self, p: &[ArrayD<f32>], pass: Forward<'_>) {
+        let Forward {
+            x,
+            y,
+            scratch,
+            prepared,
+        } = pass;
         let n = x.dim().0;
         if let Some(g) = self.winograd() {
             let (pre, rest) = scratch.split_at_mut(n * self.pre_len());
             let y = values_mut(y);
-            let (w, b) = (values(&p[0].view()), values(&p[1].view()));
-            winograd::conv3x3(values(&x), n, g, w, Some(b), y, rest);
+            let u = &prepared[..g.transformed_len()];
+            winograd::conv3x3(values(&x), n, g, u, Some(values(&p[1].view())), y, rest);
             self.affine(p).activate(y, pre);
             return;
         }
@@ -216,7 +235,10 @@ impl Layer for Conv {
         }
         let Some(mut gx) = b.gx else { return };
         if let Some(g) = self.winograd_input_grad() {
-            winograd::conv3x3_input_grad(values(&gz.view()), n, g, w, values_mut(gx), rest);
+            // After the forward pass's transformed weights, when it has them.
+            let skip = forward_winograd.map_or(0, Geometry::transformed_len);
+            let u_back = &b.prepared[skip..];
+            winograd::conv3x3_input_grad(values(&gz.view()), n, g, u_back, values_mut(gx), rest);
             return;
         }
         let mut cols = self.cols(n, rest);

@@ -41,7 +41,13 @@ impl Layer for ConvFilter {
         i.height as usize * i.width as usize * beta
     }
 
-    fn forward(&self, p: &[ArrayD<f32>], Forward { x, y, scratch: pre }: Forward<'_>) {
+    fn forward(
+        &self,
+        p: &[ArrayD<f32>],
+        Forward {
+            x, y, scratch: pre, ..
+        }: Forward<'_>,
+    ) {
         let c = self.input.channels as usize;
         let beta = self.spec.beta as usize;
         let act = self.spec.activation;

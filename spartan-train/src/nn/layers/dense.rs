@@ -56,7 +56,7 @@ impl Layer for Dense {
         }
     }
 
-    fn forward(&self, p: &[ArrayD<f32>], Forward { x, y, scratch }: Forward<'_>) {
+    fn forward(&self, p: &[ArrayD<f32>], Forward { x, y, scratch, .. }: Forward<'_>) {
         self.affine(p).forward(flat(x), flat_mut(y), scratch);
     }
 

@@ -47,7 +47,13 @@ impl Layer for OffsetFilter {
         self.output.len()
     }
 
-    fn forward(&self, p: &[ArrayD<f32>], Forward { x, y, scratch: pre }: Forward<'_>) {
+    fn forward(
+        &self,
+        p: &[ArrayD<f32>],
+        Forward {
+            x, y, scratch: pre, ..
+        }: Forward<'_>,
+    ) {
         let beta = self.spec.beta as usize;
         let act = self.spec.activation;
         let b = values(&p[0].view());
