@@ -29,6 +29,34 @@ pub fn add_into(dst: &mut [f32], src: &[f32]) {
     }
 }
 
+/// `Σ |v|` over `values`, in 16 interleaved partial sums added in a fixed order
+/// (deterministic, and vectorised: the sequential sum was 3 % of a candidate's step).
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+pub fn l1_norm(values: &[f32]) -> f32 {
+    let (chunks, rest) = values.as_chunks::<16>();
+    let mut acc = [0.0f32; 16];
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v.abs();
+        }
+    }
+    acc.iter().sum::<f32>() + rest.iter().map(|v| v.abs()).sum::<f32>()
+}
+
+/// `grad += scale · sign(y)` where `y` is not zero: the gradient of `scale · Σ|y|`.
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+pub fn add_scaled_sign(grad: &mut [f32], y: &[f32], scale: f32) {
+    for (g, &v) in grad.iter_mut().zip(y) {
+        *g += if v > 0.0 {
+            scale
+        } else if v < 0.0 {
+            -scale
+        } else {
+            0.0
+        };
+    }
+}
+
 /// Geometry of one max-pooling layer (NHWC, window = stride = `size`).
 #[derive(Clone, Copy, Debug)]
 pub struct PoolGeometry {
@@ -103,6 +131,28 @@ pub fn max_pool_backward_sample(
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn l1_norm_and_its_gradient() {
+        let v: Vec<f32> = (0..37).map(|i| (i as f32 - 18.0) * 0.25).collect();
+        let want: f32 = v.iter().map(|x| x.abs()).sum();
+        assert!((l1_norm(&v) - want).abs() < 1e-4);
+        let mut g = vec![1.0f32; v.len()];
+        add_scaled_sign(&mut g, &v, 0.5);
+        for (g, x) in g.iter().zip(&v) {
+            let want = if *x == 0.0 {
+                1.0
+            } else {
+                1.0 + 0.5 * x.signum()
+            };
+            assert_eq!(*g, want);
         }
     }
 }

@@ -10,7 +10,7 @@
 //! wave's partial gradients however large the batch.
 
 use super::act::GradMode;
-use super::kernels::add_into;
+use super::kernels::{add_into, add_scaled_sign, l1_norm};
 use super::layer::{Backward, Forward};
 use super::network::Network;
 use super::workspace::{ChunkBuffers, Workspace};
@@ -194,8 +194,7 @@ impl<U: Upstream> Chunks<'_, U> {
             };
             layers[i].forward(self.net.layer_params(i), pass);
             if self.l1[i - start] != 0.0 {
-                let sum: f32 = y[..n * shapes[i + 1].len()].iter().map(|v| v.abs()).sum();
-                l1[i - start] = f64::from(sum);
+                l1[i - start] = f64::from(l1_norm(&y[..n * shapes[i + 1].len()]));
             }
         }
         job.out.copy_from_slice(&b.acts[end][..job.out.len()]);
@@ -224,11 +223,7 @@ impl<U: Upstream> Chunks<'_, U> {
             let scale = self.l1[i - start];
             if scale != 0.0 {
                 // d(scale · Σ|y|)/dy, before the activation's backward.
-                for (g, &v) in gy.iter_mut().zip(y.iter()) {
-                    if v != 0.0 {
-                        *g += scale * v.signum();
-                    }
-                }
+                add_scaled_sign(gy, y, scale);
             }
             let gx = if i > start {
                 Some(view_mut(&mut gb[i], n, shapes[i]))
