@@ -57,6 +57,54 @@ pub fn add_scaled_sign(grad: &mut [f32], y: &[f32], scale: f32) {
     }
 }
 
+/// Calls `f(image_at, cols_at)` for every row of every patch of a `k×k` window over an
+/// image of `(h, w, c)`: the `k·c` values at `image_at` in the image are the row that
+/// sits at `cols_at` in the patch matrix (`oh·ow × k·k·c`, one patch per output pixel).
+#[inline(always)]
+fn patch_rows((h, w, c): (usize, usize, usize), k: usize, mut f: impl FnMut(usize, usize)) {
+    let row = k * c;
+    let mut at = 0;
+    for oy in 0..=h - k {
+        for ox in 0..=w - k {
+            for ky in 0..k {
+                f(((oy + ky) * w + ox) * c, at);
+                at += row;
+            }
+        }
+    }
+}
+
+/// The patch matrix of one image `xs` of `(h, w, c)` (im2col), into `cols`. Rows of a
+/// conv after a filter are 12 values: copied as 4-value moves, not one `memmove` call
+/// each.
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+pub fn patches_of(xs: &[f32], dim: (usize, usize, usize), k: usize, cols: &mut [f32]) {
+    let row = k * dim.2;
+    patch_rows(dim, k, |src, dst| {
+        let (d, d1) = cols[dst..dst + row].as_chunks_mut::<4>();
+        let (s, s1) = xs[src..src + row].as_chunks::<4>();
+        for (d, s) in d.iter_mut().zip(s) {
+            *d = *s;
+        }
+        for (d, s) in d1.iter_mut().zip(s1) {
+            *d = *s;
+        }
+    });
+}
+
+/// Adjoint of [`patches_of`]: adds every patch row back onto the image `dx`
+/// (overwritten) (col2im).
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+pub fn add_patches(dcols: &[f32], dim: (usize, usize, usize), k: usize, dx: &mut [f32]) {
+    let row = k * dim.2;
+    dx.fill(0.0);
+    patch_rows(dim, k, |dst, src| {
+        for (d, s) in dx[dst..dst + row].iter_mut().zip(&dcols[src..src + row]) {
+            *d += s;
+        }
+    });
+}
+
 /// Geometry of one max-pooling layer (NHWC, window = stride = `size`).
 #[derive(Clone, Copy, Debug)]
 pub struct PoolGeometry {

@@ -7,7 +7,7 @@
 use super::affine::{Affine, AffineBackward};
 use crate::nn::act::keeps_preactivation;
 use crate::nn::init::Init;
-use crate::nn::kernels::add_into;
+use crate::nn::kernels::{add_patches, patches_of};
 use crate::nn::layer::{tensor, values, values_mut, Backward, Forward, Layer};
 use crate::nn::winograd::{self, Geometry};
 use ndarray::{ArrayD, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, ArrayViewMut4, Axis};
@@ -23,40 +23,16 @@ pub struct Conv {
     pub(super) output: Shape,
 }
 
-/// Calls `f(image_at, cols_at)` for every row of every patch of a `k×k` window over an
-/// image of `(h, w, c)`: the `k·c` values at `image_at` in the image are the row that
-/// sits at `cols_at` in the patch matrix (`oh·ow × k·k·c`, one patch per output pixel).
-fn patch_rows((h, w, c): (usize, usize, usize), k: usize, mut f: impl FnMut(usize, usize)) {
-    let row = k * c;
-    let mut at = 0;
-    for oy in 0..=h - k {
-        for ox in 0..=w - k {
-            for ky in 0..k {
-                f(((oy + ky) * w + ox) * c, at);
-                at += row;
-            }
-        }
-    }
-}
-
 /// Copies the `k×k×C` patch under every output pixel of one image `x` (`h × w × C`)
 /// into a row of `cols` (`oh·ow × k·k·C`).
 pub fn im2col(x: ArrayView3<'_, f32>, k: usize, cols: ArrayViewMut2<'_, f32>) {
-    let row = k * x.dim().2;
-    let (xs, cols) = (values(&x), values_mut(cols));
-    patch_rows(x.dim(), k, |src, dst| {
-        cols[dst..dst + row].copy_from_slice(&xs[src..src + row]);
-    });
+    patches_of(values(&x), x.dim(), k, values_mut(cols));
 }
 
 /// Adjoint of [`im2col`]: scatters patch gradients back onto the image (overwrites `dx`).
 pub fn col2im(dcols: ArrayView2<'_, f32>, k: usize, dx: ArrayViewMut3<'_, f32>) {
-    let (dim, row) = (dx.dim(), k * dx.dim().2);
-    let (dcols, dx) = (values(&dcols), values_mut(dx));
-    dx.fill(0.0);
-    patch_rows(dim, k, |dst, src| {
-        add_into(&mut dx[dst..dst + row], &dcols[src..src + row]);
-    });
+    let dim = dx.dim();
+    add_patches(values(&dcols), dim, k, values_mut(dx));
 }
 
 impl Conv {
