@@ -29,6 +29,16 @@ pub fn add_into(dst: &mut [f32], src: &[f32]) {
     }
 }
 
+/// Adds `row` to every row of `rows` (a matrix of `row.len()` columns).
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+pub fn add_rows(rows: &mut [f32], row: &[f32]) {
+    for r in rows.chunks_exact_mut(row.len()) {
+        for (v, b) in r.iter_mut().zip(row) {
+            *v += b;
+        }
+    }
+}
+
 /// `Σ |v|` over `values`, in 16 interleaved partial sums added in a fixed order
 /// (deterministic, and vectorised: the sequential sum was 3 % of a candidate's step).
 #[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]

@@ -49,8 +49,8 @@ impl Geometry {
         k == 3
             && self.height >= 4
             && self.width >= 4
-            && self.height % 2 == 0
-            && self.width % 2 == 0
+            && self.height.is_multiple_of(2)
+            && self.width.is_multiple_of(2)
             && self.c_in >= MIN_CHANNELS
             && self.c_out >= MIN_CHANNELS
     }
@@ -675,12 +675,12 @@ mod tests {
             ),
         ] {
             let x: Vec<f32> = (0..n * g.height * g.width * g.c_in)
-                .map(|_| rng.gen_range(-1.0..1.0))
+                .map(|_| rng.random_range(-1.0..1.0))
                 .collect();
             let w: Vec<f32> = (0..9 * g.c_in * g.c_out)
-                .map(|_| rng.gen_range(-0.5..0.5))
+                .map(|_| rng.random_range(-0.5..0.5))
                 .collect();
-            let b: Vec<f32> = (0..g.c_out).map(|_| rng.gen_range(-0.5..0.5)).collect();
+            let b: Vec<f32> = (0..g.c_out).map(|_| rng.random_range(-0.5..0.5)).collect();
             let mut y = vec![f32::NAN; n * (g.height - 2) * (g.width - 2) * g.c_out];
             let mut scratch = vec![f32::NAN; n * g.scratch_per_sample()];
             let mut u = Vec::new();
@@ -732,13 +732,13 @@ mod tests {
         ] {
             let (oh, ow) = (g.height - 2, g.width - 2);
             let x: Vec<f32> = (0..n * g.height * g.width * g.c_in)
-                .map(|_| rng.gen_range(-1.0..1.0))
+                .map(|_| rng.random_range(-1.0..1.0))
                 .collect();
             let w: Vec<f32> = (0..9 * g.c_in * g.c_out)
-                .map(|_| rng.gen_range(-0.5..0.5))
+                .map(|_| rng.random_range(-0.5..0.5))
                 .collect();
             let gz: Vec<f32> = (0..n * oh * ow * g.c_out)
-                .map(|_| rng.gen_range(-1.0..1.0))
+                .map(|_| rng.random_range(-1.0..1.0))
                 .collect();
             let zero = vec![0.0f32; g.c_out];
             let y = direct(&x, n, g, &w, &zero);
@@ -783,13 +783,13 @@ mod tests {
         ] {
             let (oh, ow) = (g.height - 2, g.width - 2);
             let x: Vec<f32> = (0..n * g.height * g.width * g.c_in)
-                .map(|_| rng.gen_range(-1.0..1.0))
+                .map(|_| rng.random_range(-1.0..1.0))
                 .collect();
             let gz: Vec<f32> = (0..n * oh * ow * g.c_out)
-                .map(|_| rng.gen_range(-1.0..1.0))
+                .map(|_| rng.random_range(-1.0..1.0))
                 .collect();
             let start: Vec<f32> = (0..9 * g.c_in * g.c_out)
-                .map(|_| rng.gen_range(-1.0..1.0))
+                .map(|_| rng.random_range(-1.0..1.0))
                 .collect();
             let mut dw = start.clone();
             let mut scratch = vec![f32::NAN; n * g.weight_grad_scratch_per_sample()];
