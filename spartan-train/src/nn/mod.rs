@@ -14,6 +14,7 @@ pub mod optim;
 pub mod pass;
 pub mod trig;
 pub mod winograd;
+pub mod winograd4;
 pub mod workspace;
 
 pub use act::GradMode;

@@ -10,9 +10,18 @@ use crate::nn::init::Init;
 use crate::nn::kernels::{add_patches, patches_of};
 use crate::nn::layer::{tensor, values, values_mut, Backward, Forward, Layer};
 use crate::nn::winograd::{self, Geometry};
+use crate::nn::winograd4;
 use ndarray::{ArrayD, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, ArrayViewMut4, Axis};
 use rand::RngCore;
 use spartan_core::spec::{ConvSpec, Shape};
+
+/// How a conv's forward pass runs.
+#[derive(Clone, Copy, Debug)]
+enum ForwardKind {
+    F4(Geometry),
+    F2(Geometry),
+    Im2col,
+}
 
 /// A convolution layer: weights `[k, k, C_in, C_out]` (as a `[k·k·C_in, C_out]`
 /// matrix, the GEMM's right operand), biases `[C_out]`.
@@ -66,7 +75,20 @@ impl Conv {
         }
     }
 
-    /// The Winograd geometry, when this conv runs forward that way.
+    /// How the forward pass runs: F(4×4, 3×3) where the output sides allow it, else
+    /// F(2×2, 3×3), else im2col.
+    fn forward_kind(&self) -> ForwardKind {
+        let (g, k) = (self.geometry(), self.spec.kernel as usize);
+        if winograd4::applies(g, k) {
+            ForwardKind::F4(g)
+        } else if g.applies(k) {
+            ForwardKind::F2(g)
+        } else {
+            ForwardKind::Im2col
+        }
+    }
+
+    /// The Winograd geometry of the gradients (F(2×2, 3×3)), when they run that way.
     fn winograd(&self) -> Option<Geometry> {
         let g = self.geometry();
         g.applies(self.spec.kernel as usize).then_some(g)
@@ -139,8 +161,10 @@ impl Layer for Conv {
     fn prepare(&self, p: &[ArrayD<f32>], input_grad: bool, out: &mut Vec<f32>) {
         let w = values(&p[0].view());
         out.clear();
-        if let Some(g) = self.winograd() {
-            winograd::transform_weights(w, g, out);
+        match self.forward_kind() {
+            ForwardKind::F4(g) => winograd4::transform_weights(w, g, out),
+            ForwardKind::F2(g) => winograd::transform_weights(w, g, out),
+            ForwardKind::Im2col => {}
         }
         if let (true, Some(g)) = (input_grad, self.winograd_input_grad()) {
             winograd::transform_input_grad_weights(w, g, out);
@@ -160,7 +184,17 @@ impl Layer for Conv {
         } else {
             0
         };
-        self.pre_len() + patches.max(forward).max(weight_grad).max(input_grad)
+        let f4 = if winograd4::applies(g, self.spec.kernel as usize) {
+            winograd4::scratch_per_sample(g)
+        } else {
+            0
+        };
+        self.pre_len()
+            + patches
+                .max(forward)
+                .max(f4)
+                .max(weight_grad)
+                .max(input_grad)
     }
 
     /// The patches stay in the scratch for `backward` (im2col path); pre-activations
@@ -173,15 +207,25 @@ impl Layer for Conv {
             prepared,
         } = pass;
         let n = x.dim().0;
-        if let Some(g) = self.winograd() {
-            let (pre, rest) = scratch.split_at_mut(n * self.pre_len());
-            let y = values_mut(y);
-            let u = &prepared[..g.transformed_len()];
-            winograd::conv3x3(values(&x), n, g, u, Some(values(&p[1].view())), y, rest);
-            self.affine(p).activate(y, pre);
-            return;
+        let b = values(&p[1].view());
+        let (pre, rest) = scratch.split_at_mut(n * self.pre_len());
+        match self.forward_kind() {
+            ForwardKind::F4(g) => {
+                let y = values_mut(y);
+                let u = &prepared[..winograd4::transformed_len(g)];
+                winograd4::conv3x3(values(&x), n, g, u, b, y, rest);
+                self.affine(p).activate(y, pre);
+                return;
+            }
+            ForwardKind::F2(g) => {
+                let y = values_mut(y);
+                let u = &prepared[..g.transformed_len()];
+                winograd::conv3x3(values(&x), n, g, u, Some(b), y, rest);
+                self.affine(p).activate(y, pre);
+                return;
+            }
+            ForwardKind::Im2col => {}
         }
-        let (pre, rest) = self.split_scratch(n, scratch);
         let mut cols = self.cols(n, rest);
         self.patches(x, cols.view_mut());
         self.affine(p).forward(cols.view(), rows_of(y), pre);
@@ -212,7 +256,11 @@ impl Layer for Conv {
         let Some(mut gx) = b.gx else { return };
         if let Some(g) = self.winograd_input_grad() {
             // After the forward pass's transformed weights, when it has them.
-            let skip = forward_winograd.map_or(0, Geometry::transformed_len);
+            let skip = match self.forward_kind() {
+                ForwardKind::F4(g) => winograd4::transformed_len(g),
+                ForwardKind::F2(g) => g.transformed_len(),
+                ForwardKind::Im2col => 0,
+            };
             let u_back = &b.prepared[skip..];
             winograd::conv3x3_input_grad(values(&gz.view()), n, g, u_back, values_mut(gx), rest);
             return;
