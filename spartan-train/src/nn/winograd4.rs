@@ -200,8 +200,9 @@ pub fn transform_weights(w: &[f32], g: Geometry, out: &mut Vec<f32>) {
     let gg: Vec<[Vec<f32>; 6]> = (0..3)
         .map(|kx| g_rows([tap(kx), tap(3 + kx), tap(6 + kx)]))
         .collect();
-    for r in 0..6 {
-        for col in g_rows([&gg[0][r], &gg[1][r], &gg[2][r]]) {
+    // Columns: u[r][col] for each row r of `G g`.
+    for ((a, b), c) in gg[0].iter().zip(&gg[1]).zip(&gg[2]) {
+        for col in g_rows([a, b, c]) {
             out.extend_from_slice(&col);
         }
     }
