@@ -181,30 +181,49 @@ fn at(m: [&[f32]; 6], z: &[f32], o: [&mut [f32]; 4]) {
 /// `U = G g Gᵀ`, `[36][c_in][c_out]`.
 pub fn transform_weights(w: &[f32], g: Geometry, out: &mut Vec<f32>) {
     let pair = g.c_in * g.c_out;
-    let tap = |k: usize| &w[k * pair..][..pair];
-    // `G h` of three rows of pairs into six.
-    let g_rows = |h: [&[f32]; 3]| -> [Vec<f32>; 6] {
-        let mut o: [Vec<f32>; 6] = std::array::from_fn(|_| vec![0.0; pair]);
+    let start = out.len();
+    // U, then room for the intermediate `G g` (6 × 3 rows of pairs), dropped at the end.
+    out.resize(start + (XI + 18) * pair, 0.0);
+    let (u, gg) = out[start..].split_at_mut(XI * pair);
+    transform_into(&w[..9 * pair], pair, gg, u);
+    out.truncate(start + XI * pair);
+}
+
+/// `u = G g Gᵀ` for every channel pair (`gg`: `18 · pair` values of scratch).
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn transform_into(w: &[f32], pair: usize, gg: &mut [f32], u: &mut [f32]) {
+    // `G h` of three rows of pairs into six, at `out[r · stride ..]`.
+    #[inline(always)]
+    fn g_rows(h: [&[f32]; 3], out: &mut [f32], pair: usize, stride: usize) {
         for i in 0..pair {
             let (a, b, c) = (h[0][i], h[1][i], h[2][i]);
-            o[0][i] = a / 4.0;
-            o[1][i] = -(a + b + c) / 6.0;
-            o[2][i] = -(a - b + c) / 6.0;
-            o[3][i] = a / 24.0 + b / 12.0 + c / 6.0;
-            o[4][i] = a / 24.0 - b / 12.0 + c / 6.0;
-            o[5][i] = c;
+            let o = [
+                a / 4.0,
+                -(a + b + c) / 6.0,
+                -(a - b + c) / 6.0,
+                a / 24.0 + b / 12.0 + c / 6.0,
+                a / 24.0 - b / 12.0 + c / 6.0,
+                c,
+            ];
+            for (r, v) in o.into_iter().enumerate() {
+                out[r * stride + i] = v;
+            }
         }
-        o
-    };
-    // Rows: gg[kx][r] = (G g)[r][kx].
-    let gg: Vec<[Vec<f32>; 6]> = (0..3)
-        .map(|kx| g_rows([tap(kx), tap(3 + kx), tap(6 + kx)]))
-        .collect();
-    // Columns: u[r][col] for each row r of `G g`.
-    for ((a, b), c) in gg[0].iter().zip(&gg[1]).zip(&gg[2]) {
-        for col in g_rows([a, b, c]) {
-            out.extend_from_slice(&col);
-        }
+    }
+    let tap = |k: usize| &w[k * pair..][..pair];
+    // Rows: gg[r][kx] = (G g)[r][kx], at (3r + kx) · pair.
+    for kx in 0..3 {
+        g_rows(
+            [tap(kx), tap(3 + kx), tap(6 + kx)],
+            &mut gg[kx * pair..],
+            pair,
+            3 * pair,
+        );
+    }
+    // Columns: u[r][col] = ((G g) Gᵀ)[r][col], at (6r + col) · pair.
+    for r in 0..6 {
+        let h = |kx: usize| &gg[(3 * r + kx) * pair..][..pair];
+        g_rows([h(0), h(1), h(2)], &mut u[6 * r * pair..], pair, pair);
     }
 }
 
