@@ -28,7 +28,8 @@ pub enum AttackKind {
     /// Exact search over the codes a per-element filtering layer can reach in the ball.
     FilterCodes,
     /// Per image, the worst case of every white-box attack (FGSM, PGD with both BPDA
-    /// modes, filter codes), each run only on the images the ones before left standing.
+    /// modes, filter codes), by default each run only on the images the ones before
+    /// left standing (`--plan`).
     WorstCase,
     /// Surrogate black-box: substitute trained on oracle labels, FGSM transferred.
     Blackbox,
@@ -155,6 +156,25 @@ impl StrengthArgs {
     }
 }
 
+/// `--plan` values (the library's [`Plan`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlanArg {
+    /// Each attack only on the images the ones before it left standing (cheapest).
+    Cascade,
+    /// Every attack on every image it has not broken itself, so each has its own
+    /// accuracy too (what `spartan reproduce` runs).
+    Each,
+}
+
+impl From<PlanArg> for Plan {
+    fn from(a: PlanArg) -> Self {
+        match a {
+            PlanArg::Cascade => Plan::Cascade,
+            PlanArg::Each => Plan::Each,
+        }
+    }
+}
+
 /// How a white-box attack differentiates a Heaviside step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Bpda {
@@ -211,6 +231,9 @@ pub struct AttackArgs {
     /// Attack the model's own predictions instead of the true labels (white-box).
     #[arg(long)]
     pub predicted_targets: bool,
+    /// How the worst case shares the images between its attacks.
+    #[arg(long, value_enum, default_value = "cascade")]
+    pub plan: PlanArg,
     #[command(flatten)]
     pub strength: StrengthArgs,
     /// Black-box substitute.
@@ -305,7 +328,7 @@ pub(super) fn attack(a: AttackArgs, progress: Progress) -> anyhow::Result<()> {
                     };
                     (vec![WhiteBoxAttack::FilterCodes(codes)], Plan::Each)
                 }
-                _ => (a.strength.all_attacks(), Plan::Cascade),
+                _ => (a.strength.all_attacks(), a.plan.into()),
             };
             let cfg = WhiteBoxConfig {
                 attacks,
@@ -337,7 +360,10 @@ fn finish_white_box(a: &AttackArgs, kind: AttackKind, r: WhiteBoxResult) -> anyh
         crate::report::write_attack(report, &dir, &name)
             .with_context(|| format!("cannot write results to {}", dir.display()))?;
     }
-    println!("cascade (accuracy after each attack, real / u8 grid; time):");
+    match a.plan {
+        PlanArg::Cascade => println!("cascade (accuracy after each attack, real / u8 grid; time):"),
+        PlanArg::Each => println!("each attack on its own (accuracy, real / u8 grid; time):"),
+    }
     for report in &r.attacks {
         let pts: Vec<String> = report
             .points
