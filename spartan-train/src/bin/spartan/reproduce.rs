@@ -9,7 +9,9 @@ use anyhow::Context;
 use spartan_core::spec::{ArchSpec, LayerSpec, NamedParams, NAMED_ARCHITECTURES};
 use spartan_train::attack::blackbox::{black_box, BlackBoxConfig};
 use spartan_train::attack::sweep::AttackReport;
-use spartan_train::attack::white_box::{white_box, Plan, WhiteBoxAttack, WhiteBoxConfig};
+use spartan_train::attack::white_box::{
+    white_box, Plan, WarmStart, WhiteBoxAttack, WhiteBoxConfig,
+};
 use spartan_train::certify::{
     certify_set, Certifier, CertifyReport, Grid, ImageSet, DEFAULT_BUDGET, DEFAULT_CLUSTER,
 };
@@ -147,6 +149,7 @@ pub fn reproduce(
             plan: Plan::Each,
             use_labels: true,
             seed: cfg.seed,
+            warm_start: Some(WarmStart::DEFAULT),
         };
         let white_stage = format!("white-box attacks and their worst case on {arch}");
         let mut white_reports = clock.time(white_stage, || {

@@ -11,7 +11,7 @@ use spartan_train::attack::pgd::{self, PgdConfig, Schedule};
 use spartan_train::attack::sweep::AttackReport;
 use spartan_train::attack::threat::Grid;
 use spartan_train::attack::white_box::{
-    all_attacks, white_box, Plan, WhiteBoxAttack, WhiteBoxConfig, WhiteBoxResult,
+    all_attacks, white_box, Plan, WarmStart, WhiteBoxAttack, WhiteBoxConfig, WhiteBoxResult,
 };
 use spartan_train::data::Split;
 use spartan_train::int8::Int8Runner;
@@ -335,6 +335,7 @@ pub(super) fn attack(a: AttackArgs, progress: Progress) -> anyhow::Result<()> {
                 plan,
                 use_labels: !a.predicted_targets,
                 seed: a.seed,
+                warm_start: Some(WarmStart::DEFAULT),
             };
             let data = eval.take(a.white_box_images).to_input();
             let result = white_box(&net, &data, &eps, &cfg, &progress);
