@@ -1,12 +1,24 @@
 //! White-box robustness over an ε sweep: each attack's accuracy, and the per-image
 //! worst case over all of them, in real numbers and on the `u8` pixel grid.
 //!
-//! Two rules make a sweep both stronger and cheaper than independent runs:
+//! Three rules make a sweep both stronger and cheaper than independent runs:
 //! - ε goes up, and an image broken at some ε stays broken at every larger one (its
 //!   adversarial example lies in every larger ball), so it is never attacked again;
 //! - an image whose ball reaches a single filter code in every element (exactly, see
 //!   [`spartan_core::codes`]) gives the same logits everywhere in the ball: no attack
-//!   can change its answer, so none is run.
+//!   can change its answer, so none is run;
+//! - balls nest, so the best point an attack found for a still-robust image at one ε
+//!   (its highest loss) lies in every larger ball. With [`WhiteBoxConfig::warm_start`]
+//!   the attack starts the image's next ε there instead of spending its whole budget
+//!   from scratch again: PGD makes one run from that point plus
+//!   [`WarmStart::pgd_random`] random ones, the filter-code search climbs from its
+//!   codes (in real numbers also from the codes the `u8` search just reached) plus
+//!   [`WarmStart::codes_fresh`] fresh searches. The first ε at which an attack works
+//!   on an image gets the full budget, so a sweep of one ε is unchanged; an image
+//!   broken in real numbers but not on the grid gets PGD's full budget (its carried
+//!   point already wins, and a run from it would stop at once). Whatever an attack
+//!   starts from, every point it returns is projected on (or chosen in) the current
+//!   ball, so a warm start can make it stronger or weaker, never unsound.
 //!
 //! An image counts as robust in the worst case only if it survives every attack. In
 //! the [`Plan::Cascade`] plan each attack only sees the images the ones before it left
@@ -304,10 +316,17 @@ pub fn white_box(
     } else {
         "model predictions"
     };
+    let warm = match cfg.warm_start {
+        Some(w) => format!(
+            "; each ε after an image's first starts from the best point of the ε before (PGD: that run + {} random, filter codes: those codes + {} fresh)",
+            w.pgd_random, w.codes_fresh
+        ),
+        None => String::new(),
+    };
     let report =
         |attack: String, settings: String, points: Vec<SweepPoint>, q: u64, s: f64| AttackReport {
             attack,
-            settings: format!("{settings}; targets: {whom}, seed {}", cfg.seed),
+            settings: format!("{settings}; targets: {whom}, seed {}{warm}", cfg.seed),
             clean_accuracy,
             n: data.len(),
             queries: q,

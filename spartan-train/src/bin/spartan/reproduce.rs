@@ -113,10 +113,11 @@ pub fn reproduce(
     );
     let white_key: Vec<String> = cfg.white_box_attacks.iter().map(|a| a.describe()).collect();
     let white_key = format!(
-        "white-box images {}; white-box eps {:?}; white-box attacks: {}",
+        "white-box images {}; white-box eps {:?}; white-box attacks: {}; warm start {:?}",
         cfg.white_box_images,
         cfg.white_box_eps,
-        white_key.join(" | ")
+        white_key.join(" | "),
+        WarmStart::DEFAULT
     );
     let mut results = Vec::new();
     for arch in NAMED_ARCHITECTURES {
