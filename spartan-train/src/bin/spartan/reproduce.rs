@@ -44,6 +44,9 @@ pub struct ReproduceConfig {
     /// The white-box attacks (each gets its own table; the headline is their per-image
     /// worst case).
     pub white_box_attacks: Vec<WhiteBoxAttack>,
+    /// Whether (and how) the white-box sweeps carry each image's best point from one ε
+    /// to the next.
+    pub white_box_warm_start: Option<WarmStart>,
     /// ε values to certify on the white-box images (empty: no certification).
     pub certify_eps: Vec<f32>,
     /// Description of the data source.
@@ -117,7 +120,7 @@ pub fn reproduce(
         cfg.white_box_images,
         cfg.white_box_eps,
         white_key.join(" | "),
-        WarmStart::DEFAULT
+        cfg.white_box_warm_start
     );
     let mut results = Vec::new();
     for arch in NAMED_ARCHITECTURES {
@@ -150,7 +153,7 @@ pub fn reproduce(
             plan: Plan::Each,
             use_labels: true,
             seed: cfg.seed,
-            warm_start: Some(WarmStart::DEFAULT),
+            warm_start: cfg.white_box_warm_start,
         };
         let white_stage = format!("white-box attacks and their worst case on {arch}");
         let mut white_reports = clock.time(white_stage, || {
