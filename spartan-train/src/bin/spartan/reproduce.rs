@@ -116,11 +116,13 @@ pub fn reproduce(
     );
     let white_key: Vec<String> = cfg.white_box_attacks.iter().map(|a| a.describe()).collect();
     let white_key = format!(
-        "white-box images {}; white-box eps {:?}; white-box attacks: {}; warm start {:?}",
+        "white-box images {}; white-box eps {:?}; white-box attacks: {}{}",
         cfg.white_box_images,
         cfg.white_box_eps,
         white_key.join(" | "),
+        // Only when on, so that results from before warm starts existed stay valid.
         cfg.white_box_warm_start
+            .map_or(String::new(), |w| format!("; warm start {w:?}"))
     );
     let mut results = Vec::new();
     for arch in NAMED_ARCHITECTURES {
