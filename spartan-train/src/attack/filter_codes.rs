@@ -230,6 +230,39 @@ pub fn filter_codes(
     cfg: FilterCodesConfig,
     rng: &mut impl Rng,
 ) -> (Array4<f32>, u64) {
+    let images = Images {
+        x,
+        targets,
+        warm: &[],
+    };
+    filter_codes_from(net, filter, ws, images, cfg, rng)
+}
+
+/// The images a filter-code search attacks, their target classes, and the images
+/// whose codes it starts from before its own searches (each one a batch like `x`).
+#[derive(Clone, Copy, Debug)]
+pub struct Images<'a> {
+    /// The clean images.
+    pub x: ArrayView4<'a, f32>,
+    /// Their target classes.
+    pub targets: &'a [u8],
+    /// Warm starts.
+    pub warm: &'a [ArrayView4<'a, f32>],
+}
+
+/// [`filter_codes`], which first climbs from the codes of each warm start in turn (a
+/// code the element's ball on `cfg.grid` cannot reach counts as its clean one, so any
+/// image will do), then makes `cfg.restarts` searches as [`filter_codes`] does — none
+/// if `cfg.restarts` is 0 and there is a warm start.
+pub fn filter_codes_from(
+    net: &Network,
+    filter: &ElementFilter,
+    ws: &mut Workspace,
+    images: Images<'_>,
+    cfg: FilterCodesConfig,
+    rng: &mut impl Rng,
+) -> (Array4<f32>, u64) {
+    let Images { x, targets, warm } = images;
     let free = free_elements(filter, x, cfg.eps, cfg.grid);
     let clean_bits = net.forward_layers(0..1, x, ws).to_owned();
     let s = net.shapes()[1];
@@ -255,14 +288,47 @@ pub fn filter_codes(
         won: vec![false; targets.len()],
         queries: 0,
     };
-    for restart in 0..cfg.restarts.max(1) {
+    let restarts = if warm.is_empty() {
+        cfg.restarts.max(1)
+    } else {
+        cfg.restarts
+    };
+    // A start an image already had is left out (the search from it is the same): a
+    // repeated warm start, or the clean codes after a warm start at them.
+    let mut warm_starts: Vec<Vec<Option<Vec<u8>>>> = Vec::new();
+    for w in warm {
+        let mut state: Vec<Option<Vec<u8>>> = warm_state(filter, &free, *w)
+            .into_iter()
+            .map(Some)
+            .collect();
+        for (i, s) in state.iter_mut().enumerate() {
+            if warm_starts.iter().any(|earlier| earlier[i] == *s) {
+                *s = None;
+            }
+        }
+        warm_starts.push(state);
+    }
+    let clean_done: Vec<bool> = (0..targets.len())
+        .map(|i| {
+            warm_starts
+                .iter()
+                .any(|w| w[i].as_ref().is_some_and(|s| s.iter().all(|&c| c == 0)))
+        })
+        .collect();
+    let warm_starts = warm_starts.into_iter().map(Start::Codes);
+    let cold_starts = (0..restarts).map(|r| if r == 0 { Start::Clean } else { Start::Random });
+    for start in warm_starts.chain(cold_starts) {
         let open: Vec<usize> = (0..targets.len())
             .filter(|&i| !search.won[i] && !free[i].is_empty())
+            .filter(|&i| match &start {
+                Start::Codes(c) => c[i].is_some(),
+                Start::Clean => !clean_done[i],
+                Start::Random => true,
+            })
             .collect();
-        if open.is_empty() {
-            break;
+        if !open.is_empty() {
+            search.climb(net, ws, &open, &start, rng);
         }
-        search.climb(net, ws, &open, restart > 0, rng);
     }
     let mut adv = x.to_owned();
     for (i, f) in free.iter().enumerate() {
@@ -273,6 +339,38 @@ pub fn filter_codes(
         }
     }
     (adv, search.queries)
+}
+
+/// Per image and free element, the index of the choice with the code element takes in
+/// `warm` (0, the clean code, if its ball cannot reach that code).
+fn warm_state(
+    filter: &ElementFilter,
+    free: &[Vec<Free>],
+    warm: ArrayView4<'_, f32>,
+) -> Vec<Vec<u8>> {
+    free.iter()
+        .zip(warm.outer_iter())
+        .map(|(f, img)| {
+            let flat = img.as_slice().expect("standard layout");
+            f.iter()
+                .map(|fe| {
+                    let code = code_of(filter.units(fe.element), flat[fe.element]);
+                    fe.choices.iter().position(|c| c.code == code).unwrap_or(0) as u8
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Where a climb starts.
+enum Start {
+    /// At the clean codes.
+    Clean,
+    /// Each free element at a random reachable code with probability
+    /// [`RANDOM_START_SHARE`], else at its clean one.
+    Random,
+    /// At these choices (per image and free element; `None`: the image does not climb).
+    Codes(Vec<Option<Vec<u8>>>),
 }
 
 /// The state of a search over a batch.
@@ -328,7 +426,7 @@ impl Search<'_> {
         net: &Network,
         ws: &mut Workspace,
         open: &[usize],
-        random: bool,
+        start: &Start,
         rng: &mut impl Rng,
     ) {
         let n = self.targets.len();
@@ -338,16 +436,19 @@ impl Search<'_> {
         let mut acc_grad: Vec<Vec<f32>> = vec![Vec::new(); n];
         let mut budget = vec![0usize; n];
         for &i in open {
-            let start: Vec<u8> = self.free[i]
-                .iter()
-                .map(|fc| {
-                    if random && rng.random_bool(RANDOM_START_SHARE) {
-                        rng.random_range(0..fc.choices.len()) as u8
-                    } else {
-                        0
-                    }
-                })
-                .collect();
+            let start: Vec<u8> = match start {
+                Start::Codes(codes) => codes[i].clone().unwrap_or_default(),
+                _ => self.free[i]
+                    .iter()
+                    .map(|fc| {
+                        if matches!(start, Start::Random) && rng.random_bool(RANDOM_START_SHARE) {
+                            rng.random_range(0..fc.choices.len()) as u8
+                        } else {
+                            0
+                        }
+                    })
+                    .collect(),
+            };
             self.load(i, &start);
             budget[i] = self.free[i].len().div_ceil(FIRST_SWITCH_DIVISOR);
         }

@@ -103,7 +103,38 @@ pub fn pgd(
     cfg: PgdConfig,
     rng: &mut impl Rng,
 ) -> (Array4<f32>, u64) {
+    let found = pgd_from(net, ws, x, None, targets, cfg, rng);
+    (found.adv, found.queries)
+}
+
+/// What [`pgd_from`] found.
+#[derive(Clone, Debug)]
+pub struct PgdFound {
+    /// Per image, the first misclassified point found, or else the highest-loss point
+    /// of the last run (what [`pgd`] returns).
+    pub adv: Array4<f32>,
+    /// Per image, the first misclassified point found, or else the highest-loss point
+    /// of all runs: where a sweep's next, larger ε starts.
+    pub best: Array4<f32>,
+    /// Gradients computed.
+    pub queries: u64,
+}
+
+/// [`pgd`], whose first run starts from `warm` (each row projected on its image's
+/// ball, so any point will do) when given; the `cfg.restarts − 1` later runs, or all
+/// `cfg.restarts` without a warm start, are as in [`pgd`].
+pub fn pgd_from(
+    net: &Network,
+    ws: &mut Workspace,
+    x: ArrayView4<'_, f32>,
+    warm: Option<ArrayView4<'_, f32>>,
+    targets: &[u8],
+    cfg: PgdConfig,
+    rng: &mut impl Rng,
+) -> PgdFound {
     let mut out = x.to_owned();
+    let mut best = x.to_owned();
+    let mut best_loss = vec![f32::NEG_INFINITY; targets.len()];
     let mut queries = 0;
     let mut open: Vec<usize> = (0..targets.len()).collect();
     for restart in 0..cfg.restarts.max(1) {
@@ -112,12 +143,20 @@ pub fn pgd(
         }
         let xs = x.select(Axis(0), &open);
         let ts: Vec<u8> = open.iter().map(|&i| targets[i]).collect();
-        let random = cfg.random_start || restart > 0;
-        let run = Run::new(xs.view(), &ts, cfg, random, rng).climb(net, ws);
+        let start = match warm {
+            Some(w) if restart == 0 => Start::From(w.select(Axis(0), &open)),
+            _ if cfg.random_start || restart > 0 => Start::Random,
+            _ => Start::Clean,
+        };
+        let run = Run::new(xs.view(), &ts, cfg, start, rng).climb(net, ws);
         queries += run.queries;
         for (j, &i) in open.iter().enumerate() {
-            out.index_axis_mut(Axis(0), i)
-                .assign(&run.best.index_axis(Axis(0), j));
+            let point = run.best.index_axis(Axis(0), j);
+            out.index_axis_mut(Axis(0), i).assign(&point);
+            if run.won[j] || run.best_loss[j] > best_loss[i] {
+                best_loss[i] = run.best_loss[j];
+                best.index_axis_mut(Axis(0), i).assign(&point);
+            }
         }
         open = open
             .iter()
@@ -126,7 +165,21 @@ pub fn pgd(
             .map(|(&i, _)| i)
             .collect();
     }
-    (out, queries)
+    PgdFound {
+        adv: out,
+        best,
+        queries,
+    }
+}
+
+/// Where a run starts.
+enum Start {
+    /// At the clean images.
+    Clean,
+    /// At uniform random points of the balls.
+    Random,
+    /// At these points, projected on the balls.
+    From(Array4<f32>),
 }
 
 /// APGD's momentum.
@@ -164,12 +217,22 @@ impl<'a> Run<'a> {
         x: ArrayView4<'a, f32>,
         targets: &'a [u8],
         cfg: PgdConfig,
-        random: bool,
+        start: Start,
         rng: &mut impl Rng,
     ) -> Self {
         let mut adv = x.to_owned();
-        if random && cfg.eps > 0.0 {
-            adv.mapv_inplace(|xi| project(xi, cfg.eps, xi + rng.random_range(-cfg.eps..=cfg.eps)));
+        match start {
+            Start::Clean => {}
+            Start::Random => {
+                if cfg.eps > 0.0 {
+                    adv.mapv_inplace(|xi| {
+                        project(xi, cfg.eps, xi + rng.random_range(-cfg.eps..=cfg.eps))
+                    });
+                }
+            }
+            Start::From(w) => Zip::from(&mut adv)
+                .and(&w)
+                .for_each(|a, &wi| *a = project(*a, cfg.eps, wi)),
         }
         let n = targets.len();
         let eta = match cfg.schedule {

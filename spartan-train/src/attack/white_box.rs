@@ -1,21 +1,33 @@
 //! White-box robustness over an ε sweep: each attack's accuracy, and the per-image
 //! worst case over all of them, in real numbers and on the `u8` pixel grid.
 //!
-//! Two rules make a sweep both stronger and cheaper than independent runs:
+//! Three rules make a sweep both stronger and cheaper than independent runs:
 //! - ε goes up, and an image broken at some ε stays broken at every larger one (its
 //!   adversarial example lies in every larger ball), so it is never attacked again;
 //! - an image whose ball reaches a single filter code in every element (exactly, see
 //!   [`spartan_core::codes`]) gives the same logits everywhere in the ball: no attack
-//!   can change its answer, so none is run.
+//!   can change its answer, so none is run;
+//! - balls nest, so the best point an attack found for a still-robust image at one ε
+//!   (its highest loss) lies in every larger ball. With [`WhiteBoxConfig::warm_start`]
+//!   the attack starts the image's next ε there instead of spending its whole budget
+//!   from scratch again: PGD makes one run from that point plus
+//!   [`WarmStart::pgd_random`] random ones, the filter-code search climbs from its
+//!   codes (in real numbers also from the codes the `u8` search just reached) plus
+//!   [`WarmStart::codes_fresh`] fresh searches. The first ε at which an attack works
+//!   on an image gets the full budget, so a sweep of one ε is unchanged; an image
+//!   broken in real numbers but not on the grid gets PGD's full budget (its carried
+//!   point already wins, and a run from it would stop at once). Whatever an attack
+//!   starts from, every point it returns is projected on (or chosen in) the current
+//!   ball, so a warm start can make it stronger or weaker, never unsound.
 //!
 //! An image counts as robust in the worst case only if it survives every attack. In
 //! the [`Plan::Cascade`] plan each attack only sees the images the ones before it left
 //! standing (cheap attacks first, the expensive ones on the survivors); in
 //! [`Plan::Each`] every attack runs on its own, so each has its own accuracy too.
 
-use super::filter_codes::{filter_codes, movable, ElementFilter, FilterCodesConfig};
+use super::filter_codes::{filter_codes_from, movable, ElementFilter, FilterCodesConfig, Images};
 use super::gradient::{fgsm, Loss};
-use super::pgd::{pgd, PgdConfig, Schedule};
+use super::pgd::{pgd_from, PgdConfig, Schedule};
 use super::sweep::{AttackReport, SweepPoint, ATTACK_BATCH};
 use super::threat::{round_images, Grid};
 use crate::data::Batch;
@@ -119,6 +131,30 @@ pub struct WhiteBoxConfig {
     pub use_labels: bool,
     /// Seed of every random choice.
     pub seed: u64,
+    /// Start each attack at each ε from the best point it found for the image at the
+    /// ε before (module docs); `None`: every ε from scratch.
+    pub warm_start: Option<WarmStart>,
+}
+
+/// How many fresh starts an attack still makes, besides its warm start, at an ε where
+/// an image has one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WarmStart {
+    /// PGD runs from random points after the one from the warm point.
+    pub pgd_random: usize,
+    /// Filter-code searches after the ones from warm codes (the first from the clean
+    /// codes, the others from random codes).
+    pub codes_fresh: usize,
+}
+
+impl WarmStart {
+    /// What `--warm-start` uses unless told otherwise: PGD makes two runs instead of
+    /// its default four, the filter-code search its warm starts and four more instead
+    /// of its default ten.
+    pub const DEFAULT: WarmStart = WarmStart {
+        pgd_random: 1,
+        codes_fresh: 4,
+    };
 }
 
 /// Every white-box attack, in the order a cascade runs them best: FGSM (one gradient
@@ -231,6 +267,7 @@ pub fn white_box(
     let mut worst_points = Vec::new();
     let mut seconds = vec![0.0f64; attacks.len()];
     let mut queries = vec![0u64; attacks.len()];
+    let mut carried: Vec<Carried> = attacks.iter().map(|_| Carried::new(x)).collect();
     observer.begin("white-box", (eps.len() * attacks.len()) as u64, 0);
     for (ei, &e) in eps.iter().enumerate() {
         let moves = match &filter {
@@ -250,8 +287,9 @@ pub fn white_box(
                 targets: &targets,
                 eps: e,
                 seed: cfg.seed ^ ((ai as u64) << 48) ^ ((ei as u64) << 32),
+                warm_start: cfg.warm_start,
             };
-            queries[ai] += run.attack(*attack, &mut ws, tally, &moves);
+            queries[ai] += run.attack(*attack, &mut ws, tally, &moves, &mut carried[ai]);
             seconds[ai] += started.elapsed().as_secs_f64();
             points[ai].push(tally.point(e));
             observer.advance(1);
@@ -280,10 +318,17 @@ pub fn white_box(
     } else {
         "model predictions"
     };
+    let warm = match cfg.warm_start {
+        Some(w) => format!(
+            "; each ε after an image's first starts from the best point of the ε before (PGD: that run + {} random, filter codes: those codes + {} fresh)",
+            w.pgd_random, w.codes_fresh
+        ),
+        None => String::new(),
+    };
     let report =
         |attack: String, settings: String, points: Vec<SweepPoint>, q: u64, s: f64| AttackReport {
             attack,
-            settings: format!("{settings}; targets: {whom}, seed {}", cfg.seed),
+            settings: format!("{settings}; targets: {whom}, seed {}{warm}", cfg.seed),
             clean_accuracy,
             n: data.len(),
             queries: q,
@@ -336,6 +381,46 @@ pub fn white_box(
     }
 }
 
+/// Per image, the best point an attack found for it at the last ε it attacked it (the
+/// first misclassified one, or the one of highest loss): inside every larger ball,
+/// where the next ε starts. The filter-code search keeps one per grid.
+struct Carried {
+    real: Array4<f32>,
+    u8: Array4<f32>,
+    has_real: Vec<bool>,
+    has_u8: Vec<bool>,
+}
+
+impl Carried {
+    fn new(x: ArrayView4<'_, f32>) -> Self {
+        Carried {
+            real: x.to_owned(),
+            u8: x.to_owned(),
+            has_real: vec![false; x.dim().0],
+            has_u8: vec![false; x.dim().0],
+        }
+    }
+
+    /// The points of `grid` and which images have one.
+    fn grid(&mut self, grid: Grid) -> (&mut Array4<f32>, &mut Vec<bool>) {
+        match grid {
+            Grid::Real => (&mut self.real, &mut self.has_real),
+            Grid::U8 => (&mut self.u8, &mut self.has_u8),
+        }
+    }
+
+    /// Keeps `found` (rows in the order of `images`) as their points on `grid`.
+    fn keep(&mut self, grid: Grid, images: &[usize], found: ArrayView4<'_, f32>) {
+        let (points, has) = self.grid(grid);
+        for (j, &i) in images.iter().enumerate() {
+            points
+                .index_axis_mut(Axis(0), i)
+                .assign(&found.index_axis(Axis(0), j));
+            has[i] = true;
+        }
+    }
+}
+
 /// One attack at one ε over the images of a sweep.
 struct Runner<'a> {
     net: &'a Network,
@@ -344,17 +429,20 @@ struct Runner<'a> {
     targets: &'a [u8],
     eps: f32,
     seed: u64,
+    warm_start: Option<WarmStart>,
 }
 
 impl Runner<'_> {
     /// Attacks the images `tally` still holds robust (and whose ball can change the
-    /// answer); marks the ones broken. Returns the queries made.
+    /// answer), those with a point carried from the ε before starting there; marks the
+    /// ones broken and carries the best points on. Returns the queries made.
     fn attack(
         &self,
         attack: WhiteBoxAttack,
         ws: &mut Workspace,
         tally: &mut Tally,
         moves: &[bool],
+        carried: &mut Carried,
     ) -> u64 {
         let mut queries = 0;
         let open = |t: &Tally, grid: Option<Grid>| -> Vec<usize> {
@@ -367,48 +455,114 @@ impl Runner<'_> {
                 })
                 .collect()
         };
+        // The images without a point from the ε before (`WARM` false), and the others.
+        let split = |idx: Vec<usize>, has: &[bool]| -> [(bool, Vec<usize>); 2] {
+            let (warm, cold) = match self.warm_start {
+                Some(_) => idx.into_iter().partition(|&i| has[i]),
+                None => (Vec::new(), idx),
+            };
+            [(false, cold), (true, warm)]
+        };
         match attack {
             WhiteBoxAttack::FilterCodes(c) => {
-                // On the grid first: an example there is one in real numbers too.
+                let filter = self.filter.expect("filter-code attacks need a filter");
+                // On the grid first: an example there is one in real numbers too. At a
+                // warm ε the search in real numbers also starts from the codes the grid
+                // search just reached (reachable in real numbers too).
                 for grid in [Grid::U8, Grid::Real] {
-                    let idx = open(tally, Some(grid));
-                    queries += self.batches(&idx, ws, tally, |ws, x, t, rng| {
+                    for (warm, idx) in split(open(tally, Some(grid)), carried.grid(grid).1) {
+                        let restarts = match self.warm_start {
+                            Some(w) if warm => w.codes_fresh,
+                            _ => c.restarts,
+                        };
                         let cfg = FilterCodesConfig {
                             eps: self.eps,
                             grid,
+                            restarts,
                             ..c
                         };
-                        let filter = self.filter.expect("filter-code attacks need a filter");
-                        filter_codes(self.net, filter, ws, x, t, cfg, rng)
-                    });
+                        queries += self.batches(&idx, warm, ws, tally, |ws, chunk, x, t, rng| {
+                            let mut starts = Vec::new();
+                            if warm {
+                                starts.push(carried.grid(grid).0.select(Axis(0), chunk));
+                                if grid == Grid::Real {
+                                    starts.push(carried.u8.select(Axis(0), chunk));
+                                }
+                            }
+                            let warm: Vec<_> = starts.iter().map(|s| s.view()).collect();
+                            let images = Images {
+                                x,
+                                targets: t,
+                                warm: &warm,
+                            };
+                            let (adv, q) =
+                                filter_codes_from(self.net, filter, ws, images, cfg, rng);
+                            if self.warm_start.is_some() {
+                                carried.keep(grid, chunk, adv.view());
+                            }
+                            (adv, q)
+                        });
+                    }
                 }
             }
             WhiteBoxAttack::Fgsm { grad } => {
                 let idx = open(tally, None);
-                queries += self.batches(&idx, ws, tally, |ws, x, t, _| {
+                queries += self.batches(&idx, false, ws, tally, |ws, _, x, t, _| {
                     (fgsm(self.net, ws, x, t, self.eps, grad), t.len() as u64)
                 });
             }
             WhiteBoxAttack::Pgd(c) => {
-                let idx = open(tally, None);
-                queries += self.batches(&idx, ws, tally, |ws, x, t, rng| {
-                    pgd(self.net, ws, x, t, PgdConfig { eps: self.eps, ..c }, rng)
-                });
+                // An image broken in real numbers but not on the grid starts afresh:
+                // its carried point is misclassified already, so a run from it would
+                // stop at once, with what rounding to the grid undid.
+                let warm: Vec<bool> = (0..moves.len())
+                    .map(|i| carried.has_real[i] && tally.real[i])
+                    .collect();
+                for (warm, idx) in split(open(tally, None), &warm) {
+                    let restarts = match self.warm_start {
+                        Some(w) if warm => 1 + w.pgd_random,
+                        _ => c.restarts,
+                    };
+                    let cfg = PgdConfig {
+                        eps: self.eps,
+                        restarts,
+                        ..c
+                    };
+                    queries += self.batches(&idx, warm, ws, tally, |ws, chunk, x, t, rng| {
+                        let start = warm.then(|| carried.real.select(Axis(0), chunk));
+                        let found = pgd_from(
+                            self.net,
+                            ws,
+                            x,
+                            start.as_ref().map(|s| s.view()),
+                            t,
+                            cfg,
+                            rng,
+                        );
+                        if self.warm_start.is_some() {
+                            carried.keep(Grid::Real, chunk, found.best.view());
+                        }
+                        (found.adv, found.queries)
+                    });
+                }
             }
         }
         queries
     }
 
-    /// Runs `attack` on images `idx` in batches; an image is broken in real numbers if
-    /// its adversarial example is misclassified, and on the `u8` grid (hence in real
+    /// Runs `attack` on images `idx` in batches (`warm` tells the random streams of the
+    /// two groups of images of an ε apart); an image is broken in real numbers if its
+    /// adversarial example is misclassified, and on the `u8` grid (hence in real
     /// numbers too) if that example rounded to the grid is.
     fn batches(
         &self,
         idx: &[usize],
+        warm: bool,
         ws: &mut Workspace,
         tally: &mut Tally,
         mut attack: impl FnMut(
             &mut Workspace,
+            &[usize],
             ArrayView4<'_, f32>,
             &[u8],
             &mut ChaCha8Rng,
@@ -418,8 +572,9 @@ impl Runner<'_> {
         for (bi, chunk) in idx.chunks(ATTACK_BATCH).enumerate() {
             let xs = self.x.select(Axis(0), chunk);
             let ts: Vec<u8> = chunk.iter().map(|&i| self.targets[i]).collect();
-            let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ bi as u64);
-            let (adv, q) = attack(ws, xs.view(), &ts, &mut rng);
+            let mut rng =
+                ChaCha8Rng::seed_from_u64(self.seed ^ bi as u64 ^ (u64::from(warm) << 16));
+            let (adv, q) = attack(ws, chunk, xs.view(), &ts, &mut rng);
             queries += q;
             let real = classify(self.net, adv.view(), ws);
             let on_grid = classify(

@@ -11,7 +11,7 @@ use spartan_train::attack::pgd::{self, PgdConfig, Schedule};
 use spartan_train::attack::sweep::AttackReport;
 use spartan_train::attack::threat::Grid;
 use spartan_train::attack::white_box::{
-    all_attacks, white_box, Plan, WhiteBoxAttack, WhiteBoxConfig, WhiteBoxResult,
+    all_attacks, white_box, Plan, WarmStart, WhiteBoxAttack, WhiteBoxConfig, WhiteBoxResult,
 };
 use spartan_train::data::Split;
 use spartan_train::int8::Int8Runner;
@@ -28,7 +28,8 @@ pub enum AttackKind {
     /// Exact search over the codes a per-element filtering layer can reach in the ball.
     FilterCodes,
     /// Per image, the worst case of every white-box attack (FGSM, PGD with both BPDA
-    /// modes, filter codes), each run only on the images the ones before left standing.
+    /// modes, filter codes), by default each run only on the images the ones before
+    /// left standing (`--plan`).
     WorstCase,
     /// Surrogate black-box: substitute trained on oracle labels, FGSM transferred.
     Blackbox,
@@ -95,6 +96,18 @@ pub struct StrengthArgs {
     /// Loss the filter-code search climbs.
     #[arg(long, value_enum, default_value = "margin")]
     pub codes_loss: LossArg,
+    /// In an ε sweep, start each attack on a still-robust image from the best point it
+    /// found at the ε before, with fewer fresh starts there (`--warm-pgd-random`,
+    /// `--warm-codes-fresh`): cheaper, but measured a few tenths of a point to two
+    /// points weaker than the full sweep at some ε (docs/attacks.md), so off by default.
+    #[arg(long)]
+    pub warm_start: bool,
+    /// With --warm-start: PGD runs from random points after the warm one.
+    #[arg(long, default_value_t = WarmStart::DEFAULT.pgd_random)]
+    pub warm_pgd_random: usize,
+    /// With --warm-start: filter-code searches after the warm ones (clean, then random).
+    #[arg(long, default_value_t = WarmStart::DEFAULT.codes_fresh)]
+    pub warm_codes_fresh: usize,
 }
 
 impl StrengthArgs {
@@ -109,6 +122,9 @@ impl StrengthArgs {
             if !(1..=10_000).contains(&v) {
                 bail!("{name} must be between 1 and 10000");
             }
+        }
+        if self.warm_pgd_random > 10_000 || self.warm_codes_fresh > 10_000 {
+            bail!("--warm-pgd-random and --warm-codes-fresh must be at most 10000");
         }
         if self.codes_probe_rounds > 10_000 {
             bail!("--codes-probe-rounds must be at most 10000");
@@ -149,9 +165,36 @@ impl StrengthArgs {
         }
     }
 
+    /// The warm start across ε asked for, if any.
+    pub fn warm_start(&self) -> Option<WarmStart> {
+        self.warm_start.then_some(WarmStart {
+            pgd_random: self.warm_pgd_random,
+            codes_fresh: self.warm_codes_fresh,
+        })
+    }
+
     /// Every white-box attack, in cascade order (FGSM, filter codes, PGD surrogate, PGD identity).
     pub fn all_attacks(&self) -> Vec<WhiteBoxAttack> {
         all_attacks(self.pgd(GradMode::Surrogate), self.codes())
+    }
+}
+
+/// `--plan` values (the library's [`Plan`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlanArg {
+    /// Each attack only on the images the ones before it left standing (cheapest).
+    Cascade,
+    /// Every attack on every image it has not broken itself, so each has its own
+    /// accuracy too (what `spartan reproduce` runs).
+    Each,
+}
+
+impl From<PlanArg> for Plan {
+    fn from(a: PlanArg) -> Self {
+        match a {
+            PlanArg::Cascade => Plan::Cascade,
+            PlanArg::Each => Plan::Each,
+        }
     }
 }
 
@@ -211,6 +254,9 @@ pub struct AttackArgs {
     /// Attack the model's own predictions instead of the true labels (white-box).
     #[arg(long)]
     pub predicted_targets: bool,
+    /// How the worst case shares the images between its attacks.
+    #[arg(long, value_enum, default_value = "cascade")]
+    pub plan: PlanArg,
     #[command(flatten)]
     pub strength: StrengthArgs,
     /// Black-box substitute.
@@ -305,13 +351,14 @@ pub(super) fn attack(a: AttackArgs, progress: Progress) -> anyhow::Result<()> {
                     };
                     (vec![WhiteBoxAttack::FilterCodes(codes)], Plan::Each)
                 }
-                _ => (a.strength.all_attacks(), Plan::Cascade),
+                _ => (a.strength.all_attacks(), a.plan.into()),
             };
             let cfg = WhiteBoxConfig {
                 attacks,
                 plan,
                 use_labels: !a.predicted_targets,
                 seed: a.seed,
+                warm_start: a.strength.warm_start(),
             };
             let data = eval.take(a.white_box_images).to_input();
             let result = white_box(&net, &data, &eps, &cfg, &progress);
@@ -337,7 +384,10 @@ fn finish_white_box(a: &AttackArgs, kind: AttackKind, r: WhiteBoxResult) -> anyh
         crate::report::write_attack(report, &dir, &name)
             .with_context(|| format!("cannot write results to {}", dir.display()))?;
     }
-    println!("cascade (accuracy after each attack, real / u8 grid; time):");
+    match a.plan {
+        PlanArg::Cascade => println!("cascade (accuracy after each attack, real / u8 grid; time):"),
+        PlanArg::Each => println!("each attack on its own (accuracy, real / u8 grid; time):"),
+    }
     for report in &r.attacks {
         let pts: Vec<String> = report
             .points

@@ -68,6 +68,7 @@ pub(super) fn reproduce(a: ReproduceArgs, progress: Progress) -> anyhow::Result<
         white_box_images: a.white_box_images.unwrap_or(if full { 1000 } else { 250 }),
         white_box_eps,
         white_box_attacks: a.strength.all_attacks(),
+        white_box_warm_start: a.strength.warm_start(),
         certify_eps,
         data_name: match &a.data.data {
             Some(d) => d.display().to_string(),
