@@ -493,6 +493,26 @@ pub fn conv3x3_weight_grad(
     add_weight_grad(du, ci * co, tmp, dw);
 }
 
+/// `M_ξ = V_ξ · U_ξ` for each of the `positions` tile positions ξ of a block: `V` is
+/// `[positions][block][c_in]` (its first `tiles` rows used), `U`
+/// `[positions][c_in][c_out]`, `M` `[positions][block][c_out]`. Both tile sizes use it.
+pub(super) fn multiply_positions(
+    positions: usize,
+    (v, u, m): (&[f32], &[f32], &mut [f32]),
+    (block, tiles): (usize, usize),
+    (ci, co): (usize, usize),
+) {
+    for xi in 0..positions {
+        let a = ArrayView2::from_shape((tiles, ci), &v[xi * block * ci..][..tiles * ci])
+            .expect("block sized for its tiles");
+        let b = ArrayView2::from_shape((ci, co), &u[xi * ci * co..][..ci * co])
+            .expect("U sized for the channels");
+        let c = ArrayViewMut2::from_shape((tiles, co), &mut m[xi * block * co..][..tiles * co])
+            .expect("block sized for its tiles");
+        matmul(c, a, b, false);
+    }
+}
+
 /// `y = conv(x, w) + b` (`b` zero when `None`) for `n` samples: `x` is
 /// `n × height × width × c_in`, `u` is `w` (`[3][3][c_in][c_out]`) after
 /// [`transform_weights`], `y` is
@@ -539,15 +559,7 @@ pub fn conv3x3(
             let x = &x[sample * in_len + 2 * ty * g.width * ci..];
             input_row(x, g, t, &mut v[k * tiles_x * ci..], block * ci);
         }
-        for xi in 0..XI {
-            let a = ArrayView2::from_shape((tiles, ci), &v[xi * block * ci..][..tiles * ci])
-                .expect("block sized for its tiles");
-            let bu = ArrayView2::from_shape((ci, co), &u[xi * ci * co..][..ci * co])
-                .expect("U sized for the channels");
-            let c = ArrayViewMut2::from_shape((tiles, co), &mut m[xi * block * co..][..tiles * co])
-                .expect("block sized for its tiles");
-            matmul(c, a, bu, false);
-        }
+        multiply_positions(XI, (v, u, m), (block, tiles), (ci, co));
         a_transpose_rows(m, block * co, tiles * co);
         let row_len = tiles_x * co;
         for k in 0..rows {
@@ -600,13 +612,24 @@ pub fn conv3x3_input_grad(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
+    /// `len` values drawn uniformly from `[-scale, scale)`.
+    pub(in crate::nn) fn uniform(rng: &mut ChaCha8Rng, len: usize, scale: f32) -> Vec<f32> {
+        (0..len).map(|_| rng.random_range(-scale..scale)).collect()
+    }
+
     /// The direct convolution, in f64.
-    fn direct(x: &[f32], n: usize, g: Geometry, w: &[f32], b: &[f32]) -> Vec<f64> {
+    pub(in crate::nn) fn direct(
+        x: &[f32],
+        n: usize,
+        g: Geometry,
+        w: &[f32],
+        b: &[f32],
+    ) -> Vec<f64> {
         let (oh, ow) = (g.height - 2, g.width - 2);
         let mut y = vec![0.0f64; n * oh * ow * g.c_out];
         for s in 0..n {
@@ -674,13 +697,9 @@ mod tests {
                 },
             ),
         ] {
-            let x: Vec<f32> = (0..n * g.height * g.width * g.c_in)
-                .map(|_| rng.random_range(-1.0..1.0))
-                .collect();
-            let w: Vec<f32> = (0..9 * g.c_in * g.c_out)
-                .map(|_| rng.random_range(-0.5..0.5))
-                .collect();
-            let b: Vec<f32> = (0..g.c_out).map(|_| rng.random_range(-0.5..0.5)).collect();
+            let x = uniform(&mut rng, n * g.height * g.width * g.c_in, 1.0);
+            let w = uniform(&mut rng, 9 * g.c_in * g.c_out, 0.5);
+            let b = uniform(&mut rng, g.c_out, 0.5);
             let mut y = vec![f32::NAN; n * (g.height - 2) * (g.width - 2) * g.c_out];
             let mut scratch = vec![f32::NAN; n * g.scratch_per_sample()];
             let mut u = Vec::new();
@@ -731,15 +750,9 @@ mod tests {
             ),
         ] {
             let (oh, ow) = (g.height - 2, g.width - 2);
-            let x: Vec<f32> = (0..n * g.height * g.width * g.c_in)
-                .map(|_| rng.random_range(-1.0..1.0))
-                .collect();
-            let w: Vec<f32> = (0..9 * g.c_in * g.c_out)
-                .map(|_| rng.random_range(-0.5..0.5))
-                .collect();
-            let gz: Vec<f32> = (0..n * oh * ow * g.c_out)
-                .map(|_| rng.random_range(-1.0..1.0))
-                .collect();
+            let x = uniform(&mut rng, n * g.height * g.width * g.c_in, 1.0);
+            let w = uniform(&mut rng, 9 * g.c_in * g.c_out, 0.5);
+            let gz = uniform(&mut rng, n * oh * ow * g.c_out, 1.0);
             let zero = vec![0.0f32; g.c_out];
             let y = direct(&x, n, g, &w, &zero);
             let lhs: f64 = y.iter().zip(&gz).map(|(a, &b)| a * f64::from(b)).sum();
@@ -782,15 +795,9 @@ mod tests {
             ),
         ] {
             let (oh, ow) = (g.height - 2, g.width - 2);
-            let x: Vec<f32> = (0..n * g.height * g.width * g.c_in)
-                .map(|_| rng.random_range(-1.0..1.0))
-                .collect();
-            let gz: Vec<f32> = (0..n * oh * ow * g.c_out)
-                .map(|_| rng.random_range(-1.0..1.0))
-                .collect();
-            let start: Vec<f32> = (0..9 * g.c_in * g.c_out)
-                .map(|_| rng.random_range(-1.0..1.0))
-                .collect();
+            let x = uniform(&mut rng, n * g.height * g.width * g.c_in, 1.0);
+            let gz = uniform(&mut rng, n * oh * ow * g.c_out, 1.0);
+            let start = uniform(&mut rng, 9 * g.c_in * g.c_out, 1.0);
             let mut dw = start.clone();
             let mut scratch = vec![f32::NAN; n * g.weight_grad_scratch_per_sample()];
             conv3x3_weight_grad(&x, &gz, n, g, &mut dw, &mut scratch);

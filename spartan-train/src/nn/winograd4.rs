@@ -14,10 +14,8 @@
 //! Its rounding error is a few times F(2×2, 3×3)'s (the transforms scale values by up
 //! to 8); the gradients stay on F(2×2, 3×3).
 
-use super::gemm::matmul;
-use super::winograd::Geometry;
+use super::winograd::{multiply_positions, Geometry};
 use multiversion::multiversion;
-use ndarray::{ArrayView2, ArrayViewMut2};
 
 /// Values of a transformed tile (6×6).
 const XI: usize = 36;
@@ -342,15 +340,7 @@ pub fn conv3x3(
             let x = &x[sample * in_len + 4 * ty * g.width * ci..];
             input_row(x, g, t, &mut v[k * tx * ci..], block * ci);
         }
-        for xi in 0..XI {
-            let a = ArrayView2::from_shape((tiles, ci), &v[xi * block * ci..][..tiles * ci])
-                .expect("block sized for its tiles");
-            let bu = ArrayView2::from_shape((ci, co), &u[xi * ci * co..][..ci * co])
-                .expect("U sized for the channels");
-            let c = ArrayViewMut2::from_shape((tiles, co), &mut m[xi * block * co..][..tiles * co])
-                .expect("block sized for its tiles");
-            matmul(c, a, bu, false);
-        }
+        multiply_positions(XI, (v, u, m), (block, tiles), (ci, co));
         a_transpose_rows(m, block * co, tiles * co, zero);
         let row_len = tx * co;
         for k in 0..rows {
@@ -368,70 +358,36 @@ pub fn conv3x3(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{Rng, SeedableRng};
+    use crate::nn::winograd::tests::{direct, uniform};
+    use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 
     #[test]
     fn matches_the_direct_convolution() {
         let mut rng = ChaCha8Rng::seed_from_u64(5);
-        for (n, g) in [
-            (
-                2,
-                Geometry {
-                    height: 26,
-                    width: 26,
-                    c_in: 32,
-                    c_out: 32,
-                },
-            ),
-            (
-                3,
-                Geometry {
-                    height: 10,
-                    width: 14,
-                    c_in: 9,
-                    c_out: 17,
-                },
-            ),
-        ] {
-            let (oh, ow) = (g.height - 2, g.width - 2);
-            let x: Vec<f32> = (0..n * g.height * g.width * g.c_in)
-                .map(|_| rng.random_range(-1.0..1.0))
-                .collect();
-            let w: Vec<f32> = (0..9 * g.c_in * g.c_out)
-                .map(|_| rng.random_range(-0.5..0.5))
-                .collect();
-            let b: Vec<f32> = (0..g.c_out).map(|_| rng.random_range(-0.5..0.5)).collect();
+        let shapes = [(26, 26, 32, 32, 2), (10, 14, 9, 17, 3)];
+        for (height, width, c_in, c_out, n) in shapes {
+            let g = Geometry {
+                height,
+                width,
+                c_in,
+                c_out,
+            };
+            let x = uniform(&mut rng, n * height * width * c_in, 1.0);
+            let w = uniform(&mut rng, 9 * c_in * c_out, 0.5);
+            let b = uniform(&mut rng, c_out, 0.5);
             let mut u = Vec::new();
             transform_weights(&w, g, &mut u);
-            let mut y = vec![f32::NAN; n * oh * ow * g.c_out];
+            let mut y = vec![f32::NAN; n * (height - 2) * (width - 2) * c_out];
             let mut scratch = vec![f32::NAN; n * scratch_per_sample(g)];
             conv3x3(&x, n, g, &u, &b, &mut y, &mut scratch);
-            let scale = (9 * g.c_in) as f64;
-            for s in 0..n {
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        for o in 0..g.c_out {
-                            let mut want = f64::from(b[o]);
-                            for ky in 0..3 {
-                                for kx in 0..3 {
-                                    for c in 0..g.c_in {
-                                        let xv = x[((s * g.height + oy + ky) * g.width + ox + kx)
-                                            * g.c_in
-                                            + c];
-                                        let wv = w[((ky * 3 + kx) * g.c_in + c) * g.c_out + o];
-                                        want += f64::from(xv) * f64::from(wv);
-                                    }
-                                }
-                            }
-                            let got = f64::from(y[((s * oh + oy) * ow + ox) * g.c_out + o]);
-                            assert!(
-                                (got - want).abs() <= 4e-6 * scale,
-                                "{g:?} ({s}, {oy}, {ox}, {o}): {got} vs {want}"
-                            );
-                        }
-                    }
-                }
+            let scale = (9 * c_in) as f64;
+            for (i, (&got, want)) in y.iter().zip(direct(&x, n, g, &w, &b)).enumerate() {
+                let got = f64::from(got);
+                assert!(
+                    (got - want).abs() <= 4e-6 * scale,
+                    "{g:?} value {i}: {got} vs {want}"
+                );
             }
         }
     }
