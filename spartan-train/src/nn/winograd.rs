@@ -44,7 +44,7 @@ pub struct Geometry {
 
 impl Geometry {
     /// Whether a conv of kernel `k` runs this way: 3×3, even output sides (whole
-    /// 2×2 tiles), and enough input channels to pay for the transforms.
+    /// 2×2 tiles), and enough input and output channels to pay for the transforms.
     pub fn applies(self, k: usize) -> bool {
         k == 3
             && self.height >= 4
@@ -599,14 +599,24 @@ pub fn conv3x3_input_grad(
     let co = g.c_out;
     let (oh, ow) = (g.height - 2, g.width - 2);
     let (padded, rest) = scratch.split_at_mut(n * back.height * back.width * co);
-    padded.fill(0.0);
+    // `gz` framed by two zero pixels on every side, each value written once.
     let (out_row, pad_row) = (ow * co, back.width * co);
-    for (dst, src) in padded
-        .chunks_exact_mut(back.height * pad_row)
-        .flat_map(|p| p[2 * pad_row..].chunks_exact_mut(pad_row).take(oh))
-        .zip(gz.chunks_exact(out_row))
-    {
-        dst[2 * co..][..out_row].copy_from_slice(src);
+    let samples = padded.chunks_exact_mut(back.height * pad_row);
+    for (sample, gz) in samples.zip(gz.chunks_exact(oh * out_row)) {
+        let (top, rest) = sample.split_at_mut(2 * pad_row);
+        let (middle, bottom) = rest.split_at_mut(oh * pad_row);
+        top.fill(0.0);
+        bottom.fill(0.0);
+        for (dst, src) in middle
+            .chunks_exact_mut(pad_row)
+            .zip(gz.chunks_exact(out_row))
+        {
+            let (left, rest) = dst.split_at_mut(2 * co);
+            let (inside, right) = rest.split_at_mut(out_row);
+            left.fill(0.0);
+            inside.copy_from_slice(src);
+            right.fill(0.0);
+        }
     }
     conv3x3(padded, n, back, u_back, None, gx, rest);
 }

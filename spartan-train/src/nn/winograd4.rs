@@ -39,7 +39,7 @@ fn tiles_x(g: Geometry) -> usize {
 /// Scratch values per sample [`conv3x3`] needs.
 pub fn scratch_per_sample(g: Geometry) -> usize {
     let tiles = (g.height - 2) / 4 * tiles_x(g);
-    6 * g.width * g.c_in + g.c_out + XI * tiles * (g.c_in + g.c_out)
+    6 * g.width * g.c_in + XI * tiles * (g.c_in + g.c_out)
 }
 
 /// Values of the weights after [`transform_weights`].
@@ -261,7 +261,7 @@ fn input_row(x: &[f32], g: Geometry, t: &mut [f32], v: &mut [f32], stride: usize
 /// (`r < 4`) become `Σ_k Aᵀ[r][k] m_{q + 6k}` (ξ rows `stride` apart, the first `len`
 /// values of each).
 #[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn a_transpose_rows(m: &mut [f32], stride: usize, len: usize, zero: &[f32]) {
+fn a_transpose_rows(m: &mut [f32], stride: usize, len: usize) {
     for q in 0..6 {
         let mut rows = m
             .chunks_mut(stride)
@@ -284,7 +284,7 @@ fn a_transpose_rows(m: &mut [f32], stride: usize, len: usize, zero: &[f32]) {
         }
         for i in split..len {
             let x = [[a[i]], [b[i]], [c[i]], [d[i]], [e[i]], [f[i]]];
-            let y = at_lanes(&x, &[zero[0]]);
+            let y = at_lanes(&x, &[0.0]);
             (a[i], b[i], c[i], d[i]) = (y[0][0], y[1][0], y[2][0], y[3][0]);
         }
     }
@@ -325,10 +325,7 @@ pub fn conv3x3(
     let block = block_rows * tx;
     let (v, rest) = scratch.split_at_mut(XI * block * ci);
     let (m, rest) = rest.split_at_mut(XI * block * co);
-    let (t, rest) = rest.split_at_mut(6 * g.width * ci);
-    let zero = &mut rest[..co];
-    zero.fill(0.0);
-    let zero = &*zero;
+    let t = &mut rest[..6 * g.width * ci];
     let (in_len, out_row) = (g.height * g.width * ci, (g.width - 2) * co);
     let out_len = (g.height - 2) * out_row;
     let mut first = 0;
@@ -341,7 +338,7 @@ pub fn conv3x3(
             input_row(x, g, t, &mut v[k * tx * ci..], block * ci);
         }
         multiply_positions(XI, (v, u, m), (block, tiles), (ci, co));
-        a_transpose_rows(m, block * co, tiles * co, zero);
+        a_transpose_rows(m, block * co, tiles * co);
         let row_len = tx * co;
         for k in 0..rows {
             let (sample, ty) = ((first + k) / rows_y, (first + k) % rows_y);

@@ -23,6 +23,17 @@ enum ForwardKind {
     Im2col,
 }
 
+impl ForwardKind {
+    /// Values of the forward weights [`Layer::prepare`] makes (first in its output).
+    fn transformed_len(self) -> usize {
+        match self {
+            ForwardKind::F4(g) => winograd4::transformed_len(g),
+            ForwardKind::F2(g) => g.transformed_len(),
+            ForwardKind::Im2col => 0,
+        }
+    }
+}
+
 /// A convolution layer: weights `[k, k, C_in, C_out]` (as a `[k·k·C_in, C_out]`
 /// matrix, the GEMM's right operand), biases `[C_out]`.
 #[derive(Clone, Debug)]
@@ -172,29 +183,20 @@ impl Layer for Conv {
     }
 
     fn scratch_len(&self) -> usize {
+        let forward = match self.forward_kind() {
+            ForwardKind::F4(g) => winograd4::scratch_per_sample(g),
+            ForwardKind::F2(g) => g.scratch_per_sample(),
+            ForwardKind::Im2col => 0,
+        };
+        // The weight gradient runs on F(2×2, 3×3) after either Winograd forward.
+        let weight_grad = self
+            .winograd()
+            .map_or(0, Geometry::weight_grad_scratch_per_sample);
+        let input_grad = self
+            .winograd_input_grad()
+            .map_or(0, Geometry::input_grad_scratch_per_sample);
         let patches = self.pixels() * self.patch_len();
-        let g = self.geometry();
-        let (forward, weight_grad) = if g.applies(self.spec.kernel as usize) {
-            (g.scratch_per_sample(), g.weight_grad_scratch_per_sample())
-        } else {
-            (0, 0)
-        };
-        let input_grad = if self.winograd_input_grad().is_some() {
-            g.input_grad_scratch_per_sample()
-        } else {
-            0
-        };
-        let f4 = if winograd4::applies(g, self.spec.kernel as usize) {
-            winograd4::scratch_per_sample(g)
-        } else {
-            0
-        };
-        self.pre_len()
-            + patches
-                .max(forward)
-                .max(f4)
-                .max(weight_grad)
-                .max(input_grad)
+        self.pre_len() + patches.max(forward).max(weight_grad).max(input_grad)
     }
 
     /// The patches stay in the scratch for `backward` (im2col path); pre-activations
@@ -209,26 +211,23 @@ impl Layer for Conv {
         let n = x.dim().0;
         let b = values(&p[1].view());
         let (pre, rest) = scratch.split_at_mut(n * self.pre_len());
-        match self.forward_kind() {
-            ForwardKind::F4(g) => {
-                let y = values_mut(y);
-                let u = &prepared[..winograd4::transformed_len(g)];
-                winograd4::conv3x3(values(&x), n, g, u, b, y, rest);
-                self.affine(p).activate(y, pre);
-                return;
-            }
-            ForwardKind::F2(g) => {
-                let y = values_mut(y);
-                let u = &prepared[..g.transformed_len()];
-                winograd::conv3x3(values(&x), n, g, u, Some(b), y, rest);
-                self.affine(p).activate(y, pre);
-                return;
-            }
-            ForwardKind::Im2col => {}
+        let kind = self.forward_kind();
+        if let ForwardKind::Im2col = kind {
+            let mut cols = self.cols(n, rest);
+            self.patches(x, cols.view_mut());
+            return self.affine(p).forward(cols.view(), rows_of(y), pre);
         }
-        let mut cols = self.cols(n, rest);
-        self.patches(x, cols.view_mut());
-        self.affine(p).forward(cols.view(), rows_of(y), pre);
+        let (xs, u, ys) = (
+            values(&x),
+            &prepared[..kind.transformed_len()],
+            values_mut(y),
+        );
+        match kind {
+            ForwardKind::F4(g) => winograd4::conv3x3(xs, n, g, u, b, ys, rest),
+            ForwardKind::F2(g) => winograd::conv3x3(xs, n, g, u, Some(b), ys, rest),
+            ForwardKind::Im2col => unreachable!("handled above"),
+        }
+        self.affine(p).activate(ys, pre);
     }
 
     /// Winograd convs compute every gradient in the Winograd form; the others through
@@ -256,12 +255,7 @@ impl Layer for Conv {
         let Some(mut gx) = b.gx else { return };
         if let Some(g) = self.winograd_input_grad() {
             // After the forward pass's transformed weights, when it has them.
-            let skip = match self.forward_kind() {
-                ForwardKind::F4(g) => winograd4::transformed_len(g),
-                ForwardKind::F2(g) => g.transformed_len(),
-                ForwardKind::Im2col => 0,
-            };
-            let u_back = &b.prepared[skip..];
+            let u_back = &b.prepared[self.forward_kind().transformed_len()..];
             winograd::conv3x3_input_grad(values(&gz.view()), n, g, u_back, values_mut(gx), rest);
             return;
         }
