@@ -13,7 +13,7 @@ use spartan_train::attack::blackbox::{
 use spartan_train::attack::gradient::{fgsm, Loss};
 use spartan_train::attack::pgd::{pgd, PgdConfig, Schedule};
 use spartan_train::attack::white_box::{
-    white_box, Plan, WarmStart, WhiteBoxAttack, WhiteBoxConfig,
+    white_box, Order, Plan, WarmStart, WhiteBoxAttack, WhiteBoxConfig,
 };
 use spartan_train::attack::Oracle;
 use spartan_train::data::{load_embedded, Batch};
@@ -142,6 +142,7 @@ fn attacks_on_a_trained_network() {
         use_labels: true,
         seed: 7,
         warm_start: Some(WarmStart::DEFAULT),
+        order: Order::Ascending,
     };
     let r = white_box(&net, &data, &eps, &cfg, &Silent);
     assert_eq!(r.attacks.len(), 3, "{:?}", r.notes);

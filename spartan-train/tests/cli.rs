@@ -109,6 +109,14 @@ fn attack_inputs_are_checked() {
         &attack(&["--codes-probe-rounds", "99999"]),
         "--codes-probe-rounds must be at most 10000",
     );
+    assert_clean_error(
+        &attack(&["--settle-after", "0"]),
+        "--settle-after must be between 1 and 1000",
+    );
+    assert_clean_error(
+        &attack(&["--warm-start", "--eps-order", "descending"]),
+        "it needs --eps-order ascending",
+    );
     let junk = d.join("junk.bin");
     std::fs::write(&junk, vec![7u8; 100]).unwrap();
     assert_clean_error(

@@ -2,8 +2,9 @@
 //! worst case over all of them, in real numbers and on the `u8` pixel grid.
 //!
 //! Three rules make a sweep both stronger and cheaper than independent runs:
-//! - ε goes up, and an image broken at some ε stays broken at every larger one (its
-//!   adversarial example lies in every larger ball), so it is never attacked again;
+//! - an image broken at some ε stays broken at every larger one (its adversarial
+//!   example lies in every larger ball): in [`Order::Ascending`] it is never attacked
+//!   again, in [`Order::Descending`] the curves are closed that way at the end;
 //! - an image whose ball reaches a single filter code in every element (exactly, see
 //!   [`spartan_core::codes`]) gives the same logits everywhere in the ball: no attack
 //!   can change its answer, so none is run;
@@ -19,6 +20,13 @@
 //!   point already wins, and a run from it would stop at once). Whatever an attack
 //!   starts from, every point it returns is projected on (or chosen in) the current
 //!   ball, so a warm start can make it stronger or weaker, never unsound.
+//!
+//! [`Order::Descending`] adds a fourth, which is an assumption rather than a fact: an
+//! image a search attack has failed on at a few ε in a row is taken as robust to it at
+//! every smaller ε, whose balls lie inside the ones the search failed in. A robust
+//! image then costs those few full searches instead of one per ε below the largest it
+//! survives. It holds where the attacks are converged at each ε, not everywhere
+//! (docs/attacks.md), so the ascending order is the default.
 //!
 //! An image counts as robust in the worst case only if it survives every attack. In
 //! the [`Plan::Cascade`] plan each attack only sees the images the ones before it left
@@ -94,6 +102,12 @@ impl WhiteBoxAttack {
         }
     }
 
+    /// Whether it searches (several starts or steps per image), so that a descending
+    /// sweep settles the images it fails on (FGSM, one step, runs at every ε).
+    fn searches(&self) -> bool {
+        !matches!(self, WhiteBoxAttack::Fgsm { .. })
+    }
+
     /// The same attack with surrogate gradients (to spot attacks that only differ in
     /// their BPDA mode on a network without steps).
     fn without_bpda(self) -> Self {
@@ -132,8 +146,30 @@ pub struct WhiteBoxConfig {
     /// Seed of every random choice.
     pub seed: u64,
     /// Start each attack at each ε from the best point it found for the image at the
-    /// ε before (module docs); `None`: every ε from scratch.
+    /// ε before (module docs); `None`: every ε from scratch. Only in
+    /// [`Order::Ascending`] (in the other order the points carried would lie outside
+    /// the next, smaller ball).
     pub warm_start: Option<WarmStart>,
+    /// The order the ε values are visited in.
+    pub order: Order,
+}
+
+/// The order a sweep visits its ε values in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    /// Smallest first: an image broken at some ε is not attacked again at the larger
+    /// ones, and every image still standing gets every attack's full budget at every ε.
+    Ascending,
+    /// Largest first: once a search attack (PGD, the filter-code search) has failed on
+    /// an image at `settle_after` ε values in a row, the image counts as robust to it at
+    /// every smaller ε, without more searching. Those balls lie inside the ones the
+    /// search just failed in, so this only assumes the search would fail there too; in
+    /// exchange a robust image costs `settle_after` full budgets instead of one per ε
+    /// below the largest it survives. FGSM, one gradient per image, runs at every ε.
+    Descending {
+        /// Failures in a row that settle an image (at least 1).
+        settle_after: usize,
+    },
 }
 
 /// How many fresh starts an attack still makes, besides its warm start, at an ε where
@@ -207,8 +243,13 @@ impl Tally {
         }
     }
 
-    fn open(&self, i: usize) -> bool {
-        self.real[i] || self.u8[i]
+    /// Standing in both.
+    fn and(&self, other: &Tally) -> Tally {
+        let both = |a: &[bool], b: &[bool]| a.iter().zip(b).map(|(x, y)| *x && *y).collect();
+        Tally {
+            real: both(&self.real, &other.real),
+            u8: both(&self.u8, &other.u8),
+        }
     }
 }
 
@@ -257,22 +298,42 @@ pub fn white_box(
     let mut eps: Vec<f32> = eps.to_vec();
     eps.sort_by(f32::total_cmp);
     eps.dedup();
+    let n = data.len();
     let start = Tally {
         real: correct.clone(),
         u8: correct,
     };
+    let nothing = Tally {
+        real: vec![false; n],
+        u8: vec![false; n],
+    };
+    let warm_start = match cfg.order {
+        Order::Ascending => cfg.warm_start,
+        Order::Descending { .. } => None,
+    };
+    // What is standing now: per attack (each plan), or one worst case (cascade).
     let mut tallies = vec![start.clone(); attacks.len()];
-    let mut worst = start;
-    let mut points: Vec<Vec<SweepPoint>> = vec![Vec::new(); attacks.len()];
-    let mut worst_points = Vec::new();
+    let mut worst = start.clone();
+    // Per attack, the failures in a row on each image and the images it is not run on
+    // any more (descending order).
+    let mut streaks = vec![Streak::new(n); attacks.len()];
+    let mut settled = vec![nothing; attacks.len()];
+    // Per attack and ε (ascending), what was standing after it; and the worst case.
+    let mut after: Vec<Vec<Tally>> = vec![vec![start.clone(); eps.len()]; attacks.len()];
+    let mut worst_at = vec![start.clone(); eps.len()];
     let mut seconds = vec![0.0f64; attacks.len()];
     let mut queries = vec![0u64; attacks.len()];
     let mut carried: Vec<Carried> = attacks.iter().map(|_| Carried::new(x)).collect();
+    let visit: Vec<usize> = match cfg.order {
+        Order::Ascending => (0..eps.len()).collect(),
+        Order::Descending { .. } => (0..eps.len()).rev().collect(),
+    };
     observer.begin("white-box", (eps.len() * attacks.len()) as u64, 0);
-    for (ei, &e) in eps.iter().enumerate() {
+    for ei in visit {
+        let e = eps[ei];
         let moves = match &filter {
             Ok(f) if e > 0.0 => movable(f, x, e, Grid::Real),
-            _ => vec![e > 0.0; data.len()],
+            _ => vec![e > 0.0; n],
         };
         for (ai, attack) in attacks.iter().enumerate() {
             let started = Instant::now();
@@ -287,25 +348,40 @@ pub fn white_box(
                 targets: &targets,
                 eps: e,
                 seed: cfg.seed ^ ((ai as u64) << 48) ^ ((ei as u64) << 32),
-                warm_start: cfg.warm_start,
+                warm_start,
             };
-            queries[ai] += run.attack(*attack, &mut ws, tally, &moves, &mut carried[ai]);
+            queries[ai] += run.attack(
+                *attack,
+                &mut ws,
+                tally,
+                &settled[ai],
+                &moves,
+                &mut carried[ai],
+            );
             seconds[ai] += started.elapsed().as_secs_f64();
-            points[ai].push(tally.point(e));
+            after[ai][ei] = tally.clone();
             observer.advance(1);
         }
-        if cfg.plan == Plan::Each {
-            for t in &tallies {
-                for (i, w) in worst.real.iter_mut().enumerate() {
-                    *w &= t.real[i];
+        worst_at[ei] = match cfg.plan {
+            Plan::Each => tallies.iter().fold(start.clone(), |w, t| w.and(t)),
+            Plan::Cascade => worst.clone(),
+        };
+        if let Order::Descending { settle_after } = cfg.order {
+            // What stood at this ε and enough larger ones in a row is taken as standing
+            // at the smaller ones; each ε starts again from the clean answers.
+            for (ai, attack) in attacks.iter().enumerate() {
+                if attack.searches() {
+                    let standing = match cfg.plan {
+                        Plan::Each => &tallies[ai],
+                        Plan::Cascade => &worst,
+                    };
+                    settled[ai] = streaks[ai].extend(standing, settle_after);
                 }
-                for (i, w) in worst.u8.iter_mut().enumerate() {
-                    *w &= t.u8[i];
-                }
+                tallies[ai] = start.clone();
             }
+            worst = start.clone();
         }
-        worst_points.push(worst.point(e));
-        let p = worst.point(e);
+        let p = worst_at[ei].point(e);
         observer.status(&format!(
             "ε={e}: {:.1}% ({:.1}% on u8)",
             p.accuracy * 100.0,
@@ -313,6 +389,16 @@ pub fn white_box(
         ));
     }
     observer.end();
+    let curve = |mut series: Vec<Tally>| -> Vec<SweepPoint> {
+        // An example in a smaller ball lies in every larger one.
+        for k in 1..series.len() {
+            let before = series[k - 1].clone();
+            series[k] = series[k].and(&before);
+        }
+        series.iter().zip(&eps).map(|(t, &e)| t.point(e)).collect()
+    };
+    let points: Vec<Vec<SweepPoint>> = after.into_iter().map(curve).collect();
+    let worst_points = curve(worst_at);
     let whom = if cfg.use_labels {
         "true labels"
     } else {
@@ -381,6 +467,42 @@ pub fn white_box(
     }
 }
 
+/// Per image, at how many ε in a row (descending) an attack has failed, in real numbers
+/// and on the `u8` grid.
+#[derive(Clone, Debug)]
+struct Streak {
+    real: Vec<usize>,
+    u8: Vec<usize>,
+}
+
+impl Streak {
+    fn new(n: usize) -> Self {
+        Streak {
+            real: vec![0; n],
+            u8: vec![0; n],
+        }
+    }
+
+    /// Counts one more ε where the images of `standing` stood (a broken one starts
+    /// again from zero), and returns those that have stood at `settle_after` in a row.
+    fn extend(&mut self, standing: &Tally, settle_after: usize) -> Tally {
+        let step = |count: &mut Vec<usize>, stood: &[bool]| -> Vec<bool> {
+            count
+                .iter_mut()
+                .zip(stood)
+                .map(|(c, &s)| {
+                    *c = if s { *c + 1 } else { 0 };
+                    *c >= settle_after.max(1)
+                })
+                .collect()
+        };
+        Tally {
+            real: step(&mut self.real, &standing.real),
+            u8: step(&mut self.u8, &standing.u8),
+        }
+    }
+}
+
 /// Per image, the best point an attack found for it at the last ε it attacked it (the
 /// first misclassified one, or the one of highest loss): inside every larger ball,
 /// where the next ε starts. The filter-code search keeps one per grid.
@@ -433,25 +555,28 @@ struct Runner<'a> {
 }
 
 impl Runner<'_> {
-    /// Attacks the images `tally` still holds robust (and whose ball can change the
-    /// answer), those with a point carried from the ε before starting there; marks the
+    /// Attacks the images `tally` still holds robust, unless `settled` (and whose ball
+    /// can change the answer), those with a point carried from the ε before starting there; marks the
     /// ones broken and carries the best points on. Returns the queries made.
     fn attack(
         &self,
         attack: WhiteBoxAttack,
         ws: &mut Workspace,
         tally: &mut Tally,
+        settled: &Tally,
         moves: &[bool],
         carried: &mut Carried,
     ) -> u64 {
         let mut queries = 0;
         let open = |t: &Tally, grid: Option<Grid>| -> Vec<usize> {
+            let real = |i: usize| t.real[i] && !settled.real[i];
+            let u8 = |i: usize| t.u8[i] && !settled.u8[i];
             (0..t.real.len())
                 .filter(|&i| moves[i])
                 .filter(|&i| match grid {
-                    None => t.open(i),
-                    Some(Grid::Real) => t.real[i],
-                    Some(Grid::U8) => t.u8[i],
+                    None => real(i) || u8(i),
+                    Some(Grid::Real) => real(i),
+                    Some(Grid::U8) => u8(i),
                 })
                 .collect()
         };

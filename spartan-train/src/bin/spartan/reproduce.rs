@@ -10,7 +10,7 @@ use spartan_core::spec::{ArchSpec, LayerSpec, NamedParams, NAMED_ARCHITECTURES};
 use spartan_train::attack::blackbox::{black_box, BlackBoxConfig};
 use spartan_train::attack::sweep::AttackReport;
 use spartan_train::attack::white_box::{
-    white_box, Plan, WarmStart, WhiteBoxAttack, WhiteBoxConfig,
+    white_box, Order, Plan, WarmStart, WhiteBoxAttack, WhiteBoxConfig,
 };
 use spartan_train::certify::{
     certify_set, Certifier, CertifyReport, Grid, ImageSet, DEFAULT_BUDGET, DEFAULT_CLUSTER,
@@ -47,6 +47,8 @@ pub struct ReproduceConfig {
     /// Whether (and how) the white-box sweeps carry each image's best point from one ε
     /// to the next.
     pub white_box_warm_start: Option<WarmStart>,
+    /// The order the white-box sweeps visit their ε values in.
+    pub white_box_order: Order,
     /// ε values to certify on the white-box images (empty: no certification).
     pub certify_eps: Vec<f32>,
     /// Description of the data source.
@@ -116,13 +118,18 @@ pub fn reproduce(
     );
     let white_key: Vec<String> = cfg.white_box_attacks.iter().map(|a| a.describe()).collect();
     let white_key = format!(
-        "white-box images {}; white-box eps {:?}; white-box attacks: {}{}",
+        "white-box images {}; white-box eps {:?}; white-box attacks: {}{}{}",
         cfg.white_box_images,
         cfg.white_box_eps,
         white_key.join(" | "),
         // Only when on, so that results from before warm starts existed stay valid.
         cfg.white_box_warm_start
-            .map_or(String::new(), |w| format!("; warm start {w:?}"))
+            .map_or(String::new(), |w| format!("; warm start {w:?}")),
+        match cfg.white_box_order {
+            Order::Ascending => String::new(),
+            Order::Descending { settle_after } =>
+                format!("; ε descending, settled after {settle_after}"),
+        }
     );
     let mut results = Vec::new();
     for arch in NAMED_ARCHITECTURES {
@@ -156,6 +163,7 @@ pub fn reproduce(
             use_labels: true,
             seed: cfg.seed,
             warm_start: cfg.white_box_warm_start,
+            order: cfg.white_box_order,
         };
         let white_stage = format!("white-box attacks and their worst case on {arch}");
         let mut white_reports = clock.time(white_stage, || {

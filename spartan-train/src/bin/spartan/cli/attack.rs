@@ -11,7 +11,7 @@ use spartan_train::attack::pgd::{self, PgdConfig, Schedule};
 use spartan_train::attack::sweep::AttackReport;
 use spartan_train::attack::threat::Grid;
 use spartan_train::attack::white_box::{
-    all_attacks, white_box, Plan, WarmStart, WhiteBoxAttack, WhiteBoxConfig, WhiteBoxResult,
+    all_attacks, white_box, Order, Plan, WarmStart, WhiteBoxAttack, WhiteBoxConfig, WhiteBoxResult,
 };
 use spartan_train::data::Split;
 use spartan_train::int8::Int8Runner;
@@ -108,6 +108,15 @@ pub struct StrengthArgs {
     /// With --warm-start: filter-code searches after the warm ones (clean, then random).
     #[arg(long, default_value_t = WarmStart::DEFAULT.codes_fresh)]
     pub warm_codes_fresh: usize,
+    /// The order an ε sweep visits its values in: `descending` takes an image a search
+    /// attack fails on as robust to it at every smaller ε (docs/attacks.md measures
+    /// what that costs and saves).
+    #[arg(long, value_enum, default_value = "ascending")]
+    pub eps_order: OrderArg,
+    /// With --eps-order descending: the ε values in a row a search attack must fail
+    /// at on an image before the image is settled for the smaller ones.
+    #[arg(long, default_value_t = 1)]
+    pub settle_after: usize,
 }
 
 impl StrengthArgs {
@@ -125,6 +134,12 @@ impl StrengthArgs {
         }
         if self.warm_pgd_random > 10_000 || self.warm_codes_fresh > 10_000 {
             bail!("--warm-pgd-random and --warm-codes-fresh must be at most 10000");
+        }
+        if self.warm_start && self.eps_order == OrderArg::Descending {
+            bail!("--warm-start carries points to larger balls: it needs --eps-order ascending");
+        }
+        if !(1..=1_000).contains(&self.settle_after) {
+            bail!("--settle-after must be between 1 and 1000");
         }
         if self.codes_probe_rounds > 10_000 {
             bail!("--codes-probe-rounds must be at most 10000");
@@ -173,10 +188,29 @@ impl StrengthArgs {
         })
     }
 
+    /// The ε order asked for.
+    pub fn order(&self) -> Order {
+        match self.eps_order {
+            OrderArg::Ascending => Order::Ascending,
+            OrderArg::Descending => Order::Descending {
+                settle_after: self.settle_after,
+            },
+        }
+    }
+
     /// Every white-box attack, in cascade order (FGSM, filter codes, PGD surrogate, PGD identity).
     pub fn all_attacks(&self) -> Vec<WhiteBoxAttack> {
         all_attacks(self.pgd(GradMode::Surrogate), self.codes())
     }
+}
+
+/// `--eps-order` values (the library's [`Order`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OrderArg {
+    /// Smallest ε first; every image still standing gets every attack at every ε.
+    Ascending,
+    /// Largest ε first; an image a search fails on is settled for the smaller ε.
+    Descending,
 }
 
 /// `--plan` values (the library's [`Plan`]).
@@ -359,6 +393,7 @@ pub(super) fn attack(a: AttackArgs, progress: Progress) -> anyhow::Result<()> {
                 use_labels: !a.predicted_targets,
                 seed: a.seed,
                 warm_start: a.strength.warm_start(),
+                order: a.strength.order(),
             };
             let data = eval.take(a.white_box_images).to_input();
             let result = white_box(&net, &data, &eps, &cfg, &progress);

@@ -69,6 +69,7 @@ pub(super) fn reproduce(a: ReproduceArgs, progress: Progress) -> anyhow::Result<
         white_box_eps,
         white_box_attacks: a.strength.all_attacks(),
         white_box_warm_start: a.strength.warm_start(),
+        white_box_order: a.strength.order(),
         certify_eps,
         data_name: match &a.data.data {
             Some(d) => d.display().to_string(),
