@@ -131,6 +131,107 @@ fn add_unit_filter_grad_lanes<const L: usize>(
     gb[k..k + L].copy_from_slice(&sb);
 }
 
+/// Whether every value is 0 or 1 (a step layer's output).
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+pub fn all_binary(values: &[f32]) -> bool {
+    values
+        .iter()
+        .fold(true, |ok, &v| ok & ((v == 0.0) | (v == 1.0)))
+}
+
+/// `z = a·w` for a matrix `a` of zeros and ones (`m × kk`; `w` is `kk × n`, `z` is
+/// `m × n`, row-major), skipping the rows of `a` that are all zeros: after a filter
+/// layer, two thirds of a conv's patches are background. The other rows are fused
+/// multiply-adds in column order from +0, the sums GEMM micro-kernels compute over a
+/// short `kk` (faer's for a conv after a 4-unit filter, `kk` = 36, tested against it
+/// to the bit), so a sample gives the same values either way. (The build for CPUs
+/// without FMA calls a software `fma`: slow, but the same values.)
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+pub fn binary_matmul(a: &[f32], w: &[f32], n: usize, z: &mut [f32]) {
+    // Output blocks of a width the compiler knows: the sums stay in registers.
+    match n {
+        n if n.is_multiple_of(32) => binary_matmul_lanes::<32>(a, w, n, z),
+        n if n.is_multiple_of(8) => binary_matmul_lanes::<8>(a, w, n, z),
+        _ => binary_matmul_lanes::<1>(a, w, n, z),
+    }
+}
+
+/// Rows of `a` summed together by [`binary_matmul`]: independent chains of adds that
+/// overlap (one row's chain alone waited on the latency of each add).
+const BINARY_ROWS: usize = 8;
+
+/// [`binary_matmul`] in blocks of `L` output columns (`L` divides `n`). Rows of zeros
+/// only (a patch of background, two thirds of them after candidate-b's filter) give
+/// +0 without a look at `w`; the others go [`BINARY_ROWS`] at a time through
+/// [`binary_rows`].
+#[inline(always)]
+fn binary_matmul_lanes<const L: usize>(a: &[f32], w: &[f32], n: usize, z: &mut [f32]) {
+    let kk = w.len() / n;
+    let (mut busy, mut count) = ([0usize; BINARY_ROWS], 0);
+    for (i, row) in a.chunks_exact(kk).enumerate() {
+        // No bit set: all +0 (a -0 takes the full path, which gives the same).
+        if any_bit_set(row) == 0 {
+            z[i * n..][..n].fill(0.0);
+            continue;
+        }
+        busy[count] = i;
+        count += 1;
+        if count == BINARY_ROWS {
+            binary_rows::<L, BINARY_ROWS>(a, w, n, z, busy);
+            count = 0;
+        }
+    }
+    for &i in &busy[..count] {
+        binary_rows::<L, 1>(a, w, n, z, [i]);
+    }
+}
+
+/// The OR of the bits of all `values`, four lanes at a time.
+#[inline(always)]
+fn any_bit_set(values: &[f32]) -> u32 {
+    let (quads, rest) = values.as_chunks::<4>();
+    let mut bits = [0u32; 4];
+    for q in quads {
+        for (b, v) in bits.iter_mut().zip(q) {
+            *b |= v.to_bits();
+        }
+    }
+    rest.iter()
+        .fold(bits[0] | bits[1] | bits[2] | bits[3], |b, v| {
+            b | v.to_bits()
+        })
+}
+
+/// Rows `rows` of `z = a·w`, each by fused multiply-adds in order over `a`'s columns
+/// from +0 (a one adds its row of `w` exactly, a zero adds nothing).
+#[inline(always)]
+fn binary_rows<const L: usize, const R: usize>(
+    a: &[f32],
+    w: &[f32],
+    n: usize,
+    z: &mut [f32],
+    rows: [usize; R],
+) {
+    let kk = w.len() / n;
+    let a_rows = rows.map(|i| &a[i * kk..][..kk]);
+    for j in (0..n).step_by(L) {
+        let mut sums = [[0.0f32; L]; R];
+        for (t, w) in w.chunks_exact(n).take(kk).enumerate() {
+            let (w, _) = w[j..j + L].as_chunks::<L>();
+            let w = w[0];
+            for (sum, row) in sums.iter_mut().zip(&a_rows) {
+                let v = row[t];
+                for (s, &w) in sum.iter_mut().zip(&w) {
+                    *s = v.mul_add(w, *s);
+                }
+            }
+        }
+        for (&i, sum) in rows.iter().zip(&sums) {
+            z[i * n + j..][..L].copy_from_slice(sum);
+        }
+    }
+}
+
 /// Calls `f(image_at, cols_at)` for every row of every patch of a `k×k` window over an
 /// image of `(h, w, c)`: the `k·c` values at `image_at` in the image are the row that
 /// sits at `cols_at` in the patch matrix (`oh·ow × k·k·c`, one patch per output pixel).
@@ -291,6 +392,40 @@ mod tests {
             add_unit_filter_grads(&xs, &dz, &mut gw, &mut gb);
             assert_eq!((gw, gb), (want_w, want_b), "β {beta}");
         }
+    }
+
+    /// Against faer's product, bit for bit, on the shapes the filter layers give (a
+    /// 3×3 conv after β = 4, 1, 2 units, 32 or 8 or 5 outputs), rows of zeros and
+    /// weights of both signs included.
+    #[test]
+    fn binary_matmul_is_the_gemm_bit_for_bit() {
+        use crate::nn::gemm::matmul;
+        use ndarray::ArrayView2;
+        for (m, kk, n) in [(1352, 36, 32), (676, 9, 32), (100, 18, 8), (30, 36, 5)] {
+            let a: Vec<f32> = (0..m * kk)
+                .map(|i| {
+                    if (i / kk) % 7 == 0 || (i * 7919) % 5 > 0 {
+                        0.0
+                    } else {
+                        1.0
+                    }
+                })
+                .collect();
+            let w: Vec<f32> = (0..kk * n)
+                .map(|i| ((i * 104_729) % 1999) as f32 * 1e-3 - 1.0)
+                .collect();
+            let mut want = ndarray::Array2::<f32>::zeros((m, n));
+            let av = ArrayView2::from_shape((m, kk), &a).unwrap();
+            let wv = ArrayView2::from_shape((kk, n), &w).unwrap();
+            matmul(want.view_mut(), av, wv, false);
+            let mut z = vec![f32::NAN; m * n];
+            binary_matmul(&a, &w, n, &mut z);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&z), bits(want.as_slice().unwrap()), "{m}×{kk}×{n}");
+        }
+        assert!(all_binary(&[0.0, 1.0, -0.0, 1.0]));
+        assert!(!all_binary(&[0.0, 1.0, 0.5]));
+        assert!(!all_binary(&[f32::NAN]));
     }
 
     #[test]

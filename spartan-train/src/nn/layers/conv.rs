@@ -6,8 +6,9 @@
 
 use super::affine::{Affine, AffineBackward};
 use crate::nn::act::keeps_preactivation;
+use crate::nn::gemm::matmul;
 use crate::nn::init::Init;
-use crate::nn::kernels::{add_patches, patches_of};
+use crate::nn::kernels::{add_patches, all_binary, binary_matmul, patches_of};
 use crate::nn::layer::{tensor, values, values_mut, Backward, Forward, Layer};
 use crate::nn::winograd::{self, Geometry};
 use crate::nn::winograd4;
@@ -151,6 +152,38 @@ impl Conv {
     }
 }
 
+impl Conv {
+    /// `z = patches·W` over a batch: samples of zeros and ones only (a step layer's
+    /// output) by [`binary_matmul`], which skips the zeros, runs of the others by one
+    /// GEMM. Both give the same sums, so which one a sample takes changes nothing.
+    fn product(
+        &self,
+        x: ndarray::ArrayView4<'_, f32>,
+        cols: ArrayView2<'_, f32>,
+        w: ArrayView2<'_, f32>,
+        mut z: ArrayViewMut2<'_, f32>,
+    ) {
+        let (n, pixels) = (x.dim().0, self.pixels());
+        let binary = |i: usize| all_binary(values(&x.index_axis(Axis(0), i)));
+        let mut start = 0;
+        while start < n {
+            let run = binary(start);
+            let end = (start + 1..n).find(|&i| binary(i) != run).unwrap_or(n);
+            let rows = start * pixels..end * pixels;
+            let (a, zs) = (
+                cols.slice(ndarray::s![rows.clone(), ..]),
+                z.slice_mut(ndarray::s![rows, ..]),
+            );
+            if run {
+                binary_matmul(values(&a), values(&w), w.ncols(), values_mut(zs));
+            } else {
+                matmul(zs, a, w, false);
+            }
+            start = end;
+        }
+    }
+}
+
 /// An `n × h × w × c` batch viewed as the GEMM's `[n·h·w, c]` matrix.
 fn rows_of(y: ArrayViewMut4<'_, f32>) -> ArrayViewMut2<'_, f32> {
     let (n, h, w, c) = y.dim();
@@ -215,7 +248,9 @@ impl Layer for Conv {
         if let ForwardKind::Im2col = kind {
             let mut cols = self.cols(n, rest);
             self.patches(x, cols.view_mut());
-            return self.affine(p).forward(cols.view(), rows_of(y), pre);
+            let affine = self.affine(p);
+            let product = |z: ArrayViewMut2<'_, f32>| self.product(x, cols.view(), affine.w, z);
+            return affine.forward_with(rows_of(y), pre, product);
         }
         let (xs, u, ys) = (
             values(&x),
