@@ -232,6 +232,66 @@ fn binary_rows<const L: usize, const R: usize>(
     }
 }
 
+/// Rows of `a` that faer's GEMM sums apart, then adds to the output (its depth block
+/// `kc` for the shapes of a conv's weight gradient here: found by comparing bits).
+const GEMM_DEPTH_BLOCK: usize = 512;
+
+/// `gw += aᵀ·gz` for a matrix `a` of zeros and ones (`m × kk`; `gz` is `m × n`, `gw`
+/// is `kk × n`, row-major): a conv's weight gradient from its patches, skipping the
+/// patches that are all zeros (background after a filter layer). Rows are summed by
+/// fused multiply-adds from +0 in blocks of [`GEMM_DEPTH_BLOCK`], each block's sum
+/// then added to `gw`: faer's order, so the values are its values to the bit (tested).
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+pub fn add_binary_weight_grad(a: &[f32], gz: &[f32], n: usize, gw: &mut [f32]) {
+    let kk = gw.len() / n;
+    // Taps and output columns in blocks of sizes the compiler knows: the sums stay
+    // in registers.
+    match (kk.is_multiple_of(4), n.is_multiple_of(32)) {
+        (true, true) => binary_weight_grad_lanes::<4, 32>(a, gz, n, gw),
+        (_, true) => binary_weight_grad_lanes::<1, 32>(a, gz, n, gw),
+        _ => binary_weight_grad_lanes::<1, 1>(a, gz, n, gw),
+    }
+}
+
+/// [`add_binary_weight_grad`] in blocks of `T` taps (rows of `gw`) by `L` columns.
+#[inline(always)]
+fn binary_weight_grad_lanes<const T: usize, const L: usize>(
+    a: &[f32],
+    gz: &[f32],
+    n: usize,
+    gw: &mut [f32],
+) {
+    let kk = gw.len() / n;
+    let rows = a.len() / kk;
+    let mut busy = Vec::with_capacity(GEMM_DEPTH_BLOCK);
+    for first in (0..rows).step_by(GEMM_DEPTH_BLOCK) {
+        busy.clear();
+        busy.extend(
+            (first..rows.min(first + GEMM_DEPTH_BLOCK))
+                .filter(|&r| any_bit_set(&a[r * kk..][..kk]) != 0),
+        );
+        for t in (0..kk).step_by(T) {
+            for j in (0..n).step_by(L) {
+                let mut sums = [[0.0f32; L]; T];
+                for &r in &busy {
+                    let (g, _) = gz[r * n + j..][..L].as_chunks::<L>();
+                    let g = g[0];
+                    for (sum, &v) in sums.iter_mut().zip(&a[r * kk + t..][..T]) {
+                        for (s, &g) in sum.iter_mut().zip(&g) {
+                            *s = v.mul_add(g, *s);
+                        }
+                    }
+                }
+                for (u, sum) in sums.iter().enumerate() {
+                    for (d, s) in gw[(t + u) * n + j..][..L].iter_mut().zip(sum) {
+                        *d += s;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Calls `f(image_at, cols_at)` for every row of every patch of a `k×k` window over an
 /// image of `(h, w, c)`: the `k·c` values at `image_at` in the image are the row that
 /// sits at `cols_at` in the patch matrix (`oh·ow × k·k·c`, one patch per output pixel).
@@ -426,6 +486,37 @@ mod tests {
         assert!(all_binary(&[0.0, 1.0, -0.0, 1.0]));
         assert!(!all_binary(&[0.0, 1.0, 0.5]));
         assert!(!all_binary(&[f32::NAN]));
+    }
+
+    /// Against faer's `gw += aᵀ·gz`, bit for bit, on a conv's weight-gradient shapes
+    /// (two samples' or one sample's patches after β = 4 or 1 units; 32 or 5 outputs).
+    #[test]
+    fn binary_weight_grad_is_the_gemm_bit_for_bit() {
+        use crate::nn::gemm::matmul;
+        use ndarray::ArrayView2;
+        for (m, kk, n) in [(1352, 36, 32), (676, 36, 32), (1352, 9, 32), (700, 36, 5)] {
+            let a: Vec<f32> = (0..m * kk)
+                .map(|i| {
+                    if (i / kk) % 3 > 0 || (i * 7919) % 5 > 1 {
+                        0.0
+                    } else {
+                        1.0
+                    }
+                })
+                .collect();
+            let gz: Vec<f32> = (0..m * n)
+                .map(|i| ((i * 104_729) % 1999) as f32 * 1e-3 - 1.0)
+                .collect();
+            let start: Vec<f32> = (0..kk * n).map(|i| (i % 17) as f32 * 0.1 - 0.8).collect();
+            let mut want = ndarray::Array2::from_shape_vec((kk, n), start.clone()).unwrap();
+            let av = ArrayView2::from_shape((m, kk), &a).unwrap();
+            let gv = ArrayView2::from_shape((m, n), &gz).unwrap();
+            matmul(want.view_mut(), av.t(), gv, true);
+            let mut gw = start;
+            add_binary_weight_grad(&a, &gz, n, &mut gw);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&gw), bits(want.as_slice().unwrap()), "{m}×{kk}×{n}");
+        }
     }
 
     #[test]

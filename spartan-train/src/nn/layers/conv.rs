@@ -8,7 +8,9 @@ use super::affine::{Affine, AffineBackward};
 use crate::nn::act::keeps_preactivation;
 use crate::nn::gemm::matmul;
 use crate::nn::init::Init;
-use crate::nn::kernels::{add_patches, all_binary, binary_matmul, patches_of};
+use crate::nn::kernels::{
+    add_binary_weight_grad, add_patches, all_binary, binary_matmul, patches_of,
+};
 use crate::nn::layer::{tensor, values, values_mut, Backward, Forward, Layer};
 use crate::nn::winograd::{self, Geometry};
 use crate::nn::winograd4;
@@ -273,9 +275,12 @@ impl Layer for Conv {
         let affine = self.affine(p);
         let w = values(&p[0].view());
         let forward_winograd = self.winograd();
+        // Patches of zeros and ones only (after a filter layer): their weight
+        // gradient skips the background patches (the same values as the GEMM's).
+        let binary = forward_winograd.is_none() && all_binary(values(&b.x));
         let cols = self.cols(n, &mut *rest);
         let pass = AffineBackward {
-            a: forward_winograd.is_none().then(|| cols.view()),
+            a: (forward_winograd.is_none() && !binary).then(|| cols.view()),
             pre,
             y: values(&b.y),
             gy: rows_of(b.gy),
@@ -283,9 +288,13 @@ impl Layer for Conv {
         };
         let mut grads = b.grads;
         let gz = affine.backward(pass, grads.as_deref_mut());
-        if let (Some(g), Some(grads)) = (forward_winograd, grads) {
-            let dw = &mut grads[..w.len()];
-            winograd::conv3x3_weight_grad(values(&b.x), values(&gz.view()), n, g, dw, rest);
+        if let Some(grads) = grads {
+            let (dw, gz) = (&mut grads[..w.len()], values(&gz.view()));
+            if let Some(g) = forward_winograd {
+                winograd::conv3x3_weight_grad(values(&b.x), gz, n, g, dw, rest);
+            } else if binary {
+                add_binary_weight_grad(values(&cols.view()), gz, affine.w.ncols(), dw);
+            }
         }
         let Some(mut gx) = b.gx else { return };
         if let Some(g) = self.winograd_input_grad() {
