@@ -139,20 +139,86 @@ pub fn all_binary(values: &[f32]) -> bool {
         .fold(true, |ok, &v| ok & ((v == 0.0) | (v == 1.0)))
 }
 
-/// `z = a·w` for a matrix `a` of zeros and ones (`m × kk`; `w` is `kk × n`, `z` is
-/// `m × n`, row-major), skipping the rows of `a` that are all zeros: after a filter
-/// layer, two thirds of a conv's patches are background. The other rows are fused
-/// multiply-adds in column order from +0, the sums GEMM micro-kernels compute over a
-/// short `kk` (faer's for a conv after a 4-unit filter, `kk` = 36, tested against it
-/// to the bit), so a sample gives the same values either way. (The build for CPUs
-/// without FMA calls a software `fma`: slow, but the same values.)
+/// Appends to `rows` the patches (rows of [`patches_of`]'s matrix, numbered from
+/// `first`) of an image `xs` of `(h, w, c)` that hold a value other than +0; the others
+/// are all +0. Found from the image, a bit per pixel in a mask per image row (windows
+/// are shifts of it), not by reading every patch: after a filter layer two thirds of
+/// them are background.
 #[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-pub fn binary_matmul(a: &[f32], w: &[f32], n: usize, z: &mut [f32]) {
+pub fn patches_with_bits(
+    xs: &[f32],
+    (h, w, c): (usize, usize, usize),
+    k: usize,
+    first: usize,
+    rows: &mut Vec<usize>,
+) {
+    let (oh, ow) = (h + 1 - k, w + 1 - k);
+    // Per image row, 64 columns a word: first a bit per pixel with a bit set (no
+    // branch: they mispredicted), then bit `x` for a window starting at `x` along the
+    // row that covers one (the row shifted by 0..k, carrying across words).
+    let words = w.div_ceil(64);
+    let mut across = vec![0u64; h * words];
+    for (line, masks) in xs.chunks_exact(w * c).zip(across.chunks_exact_mut(words)) {
+        for (mask, pixels) in masks.iter_mut().zip(line.chunks(64 * c)) {
+            *mask = match c {
+                4 => pixel_bits::<4>(pixels, c),
+                _ => pixel_bits::<1>(pixels, c),
+            };
+        }
+        let mut next = 0;
+        for m in masks.iter_mut().rev() {
+            let pixels = *m;
+            for d in 1..k {
+                *m |= (pixels >> d) | (next << (64 - d));
+            }
+            next = pixels;
+        }
+    }
+    for oy in 0..oh {
+        for word in 0..words {
+            let mut m = (0..k).fold(0, |m, d| m | across[(oy + d) * words + word]);
+            while m != 0 {
+                let ox = word * 64 + m.trailing_zeros() as usize;
+                if ox < ow {
+                    rows.push(first + oy * ow + ox);
+                }
+                m &= m - 1;
+            }
+        }
+    }
+}
+
+/// Bit `x` set when pixel `x` of up to 64 (`c` values each, in blocks of `B`) has a
+/// value other than +0.
+#[inline(always)]
+fn pixel_bits<const B: usize>(pixels: &[f32], c: usize) -> u64 {
+    let mut m = 0u64;
+    for (x, px) in pixels.chunks_exact(c).enumerate() {
+        let (blocks, _) = px.as_chunks::<B>();
+        let bits = blocks
+            .iter()
+            .fold(0, |b, q| q.iter().fold(b, |b, v| b | v.to_bits()));
+        m |= u64::from(bits != 0) << x;
+    }
+    m
+}
+
+/// `z = a·w` for a matrix `a` of zeros and ones (`m × kk`; `w` is `kk × n`, `z` is
+/// `m × n`, row-major) whose rows not in `rows` (ascending) are all +0: those give +0
+/// without a look at `w` (after a filter layer, two thirds of a conv's patches are
+/// background). The listed rows are fused multiply-adds in column order from +0, the
+/// sums GEMM micro-kernels compute over a short `kk` (faer's for a conv after a
+/// 4-unit filter, `kk` = 36, tested against it to the bit), so a sample gives the
+/// same values either way. (The build for CPUs without FMA calls a software `fma`:
+/// slow, but the same values.)
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+pub fn binary_matmul(a: &[f32], w: &[f32], n: usize, rows: &[usize], z: &mut [f32]) {
+    z.fill(0.0);
     // Output blocks of a width the compiler knows: the sums stay in registers.
     match n {
-        n if n.is_multiple_of(32) => binary_matmul_lanes::<32>(a, w, n, z),
-        n if n.is_multiple_of(8) => binary_matmul_lanes::<8>(a, w, n, z),
-        _ => binary_matmul_lanes::<1>(a, w, n, z),
+        n if n.is_multiple_of(32) => binary_matmul_lanes::<32>(a, w, n, rows, z),
+        n if n.is_multiple_of(8) => binary_matmul_lanes::<8>(a, w, n, rows, z),
+        _ => binary_matmul_lanes::<1>(a, w, n, rows, z),
     }
 }
 
@@ -160,46 +226,23 @@ pub fn binary_matmul(a: &[f32], w: &[f32], n: usize, z: &mut [f32]) {
 /// overlap (one row's chain alone waited on the latency of each add).
 const BINARY_ROWS: usize = 8;
 
-/// [`binary_matmul`] in blocks of `L` output columns (`L` divides `n`). Rows of zeros
-/// only (a patch of background, two thirds of them after candidate-b's filter) give
-/// +0 without a look at `w`; the others go [`BINARY_ROWS`] at a time through
-/// [`binary_rows`].
+/// [`binary_matmul`] in blocks of `L` output columns (`L` divides `n`), the rows
+/// [`BINARY_ROWS`] at a time through [`binary_rows`].
 #[inline(always)]
-fn binary_matmul_lanes<const L: usize>(a: &[f32], w: &[f32], n: usize, z: &mut [f32]) {
-    let kk = w.len() / n;
-    let (mut busy, mut count) = ([0usize; BINARY_ROWS], 0);
-    for (i, row) in a.chunks_exact(kk).enumerate() {
-        // No bit set: all +0 (a -0 takes the full path, which gives the same).
-        if any_bit_set(row) == 0 {
-            z[i * n..][..n].fill(0.0);
-            continue;
-        }
-        busy[count] = i;
-        count += 1;
-        if count == BINARY_ROWS {
-            binary_rows::<L, BINARY_ROWS>(a, w, n, z, busy);
-            count = 0;
-        }
+fn binary_matmul_lanes<const L: usize>(
+    a: &[f32],
+    w: &[f32],
+    n: usize,
+    rows: &[usize],
+    z: &mut [f32],
+) {
+    let (groups, rest) = rows.as_chunks::<BINARY_ROWS>();
+    for group in groups {
+        binary_rows::<L, BINARY_ROWS>(a, w, n, z, *group);
     }
-    for &i in &busy[..count] {
+    for &i in rest {
         binary_rows::<L, 1>(a, w, n, z, [i]);
     }
-}
-
-/// The OR of the bits of all `values`, four lanes at a time.
-#[inline(always)]
-fn any_bit_set(values: &[f32]) -> u32 {
-    let (quads, rest) = values.as_chunks::<4>();
-    let mut bits = [0u32; 4];
-    for q in quads {
-        for (b, v) in bits.iter_mut().zip(q) {
-            *b |= v.to_bits();
-        }
-    }
-    rest.iter()
-        .fold(bits[0] | bits[1] | bits[2] | bits[3], |b, v| {
-            b | v.to_bits()
-        })
 }
 
 /// Rows `rows` of `z = a·w`, each by fused multiply-adds in order over `a`'s columns
@@ -237,19 +280,19 @@ fn binary_rows<const L: usize, const R: usize>(
 const GEMM_DEPTH_BLOCK: usize = 512;
 
 /// `gw += aᵀ·gz` for a matrix `a` of zeros and ones (`m × kk`; `gz` is `m × n`, `gw`
-/// is `kk × n`, row-major): a conv's weight gradient from its patches, skipping the
-/// patches that are all zeros (background after a filter layer). Rows are summed by
-/// fused multiply-adds from +0 in blocks of [`GEMM_DEPTH_BLOCK`], each block's sum
-/// then added to `gw`: faer's order, so the values are its values to the bit (tested).
+/// is `kk × n`, row-major) whose rows not in `rows` (ascending) are all +0: a conv's
+/// weight gradient from its patches, skipping the background. Rows are summed by fused
+/// multiply-adds from +0 in blocks of [`GEMM_DEPTH_BLOCK`], each block's sum then
+/// added to `gw`: faer's order, so the values are its values to the bit (tested).
 #[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-pub fn add_binary_weight_grad(a: &[f32], gz: &[f32], n: usize, gw: &mut [f32]) {
+pub fn add_binary_weight_grad(a: &[f32], gz: &[f32], n: usize, rows: &[usize], gw: &mut [f32]) {
     let kk = gw.len() / n;
     // Taps and output columns in blocks of sizes the compiler knows: the sums stay
     // in registers.
     match (kk.is_multiple_of(4), n.is_multiple_of(32)) {
-        (true, true) => binary_weight_grad_lanes::<4, 32>(a, gz, n, gw),
-        (_, true) => binary_weight_grad_lanes::<1, 32>(a, gz, n, gw),
-        _ => binary_weight_grad_lanes::<1, 1>(a, gz, n, gw),
+        (true, true) => binary_weight_grad_lanes::<4, 32>(a, gz, n, rows, gw),
+        (_, true) => binary_weight_grad_lanes::<1, 32>(a, gz, n, rows, gw),
+        _ => binary_weight_grad_lanes::<1, 1>(a, gz, n, rows, gw),
     }
 }
 
@@ -259,21 +302,19 @@ fn binary_weight_grad_lanes<const T: usize, const L: usize>(
     a: &[f32],
     gz: &[f32],
     n: usize,
+    rows: &[usize],
     gw: &mut [f32],
 ) {
     let kk = gw.len() / n;
-    let rows = a.len() / kk;
-    let mut busy = Vec::with_capacity(GEMM_DEPTH_BLOCK);
-    for first in (0..rows).step_by(GEMM_DEPTH_BLOCK) {
-        busy.clear();
-        busy.extend(
-            (first..rows.min(first + GEMM_DEPTH_BLOCK))
-                .filter(|&r| any_bit_set(&a[r * kk..][..kk]) != 0),
-        );
+    let mut rest = rows;
+    while let Some(&first) = rest.first() {
+        let end = (first / GEMM_DEPTH_BLOCK + 1) * GEMM_DEPTH_BLOCK;
+        let (busy, after) = rest.split_at(rest.partition_point(|&r| r < end));
+        rest = after;
         for t in (0..kk).step_by(T) {
             for j in (0..n).step_by(L) {
                 let mut sums = [[0.0f32; L]; T];
-                for &r in &busy {
+                for &r in busy {
                     let (g, _) = gz[r * n + j..][..L].as_chunks::<L>();
                     let g = g[0];
                     for (sum, &v) in sums.iter_mut().zip(&a[r * kk + t..][..T]) {
@@ -464,6 +505,42 @@ mod tests {
         }
     }
 
+    /// The rows of `a` (`kk` columns) with a value other than +0, read one by one.
+    fn rows_with_bits(a: &[f32], kk: usize) -> Vec<usize> {
+        let lit = |row: &[f32]| row.iter().any(|v| v.to_bits() != 0);
+        a.chunks_exact(kk)
+            .enumerate()
+            .filter(|(_, r)| lit(r))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// The patches found from the image are those of the patch matrix with a bit set.
+    #[test]
+    fn patches_with_bits_are_the_nonzero_patches() {
+        for (h, w, c, k) in [(28, 28, 4, 3), (9, 7, 1, 3), (8, 8, 2, 5)] {
+            // Ones scattered over the bottom two rows, background above.
+            let lit = |i: usize| i / (w * c) >= h - 2 && (i * 7919).is_multiple_of(7);
+            let xs: Vec<f32> = (0..h * w * c)
+                .map(|i| if lit(i) { 1.0 } else { 0.0 })
+                .collect();
+            let (oh, ow) = (h + 1 - k, w + 1 - k);
+            let mut cols = vec![0.0; oh * ow * k * k * c];
+            patches_of(&xs, (h, w, c), k, &mut cols);
+            let mut rows = vec![7];
+            patches_with_bits(&xs, (h, w, c), k, 3, &mut rows);
+            let want: Vec<usize> = rows_with_bits(&cols, k * k * c)
+                .iter()
+                .map(|r| r + 3)
+                .collect();
+            assert!(
+                !want.is_empty() && want.len() < oh * ow,
+                "{h}×{w}×{c}: a mixed test"
+            );
+            assert_eq!(rows[1..], want[..], "{h}×{w}×{c}, k {k}");
+        }
+    }
+
     /// Against faer's product, bit for bit, on the shapes the filter layers give (a
     /// 3×3 conv after β = 4, 1, 2 units, 32 or 8 or 5 outputs), rows of zeros and
     /// weights of both signs included.
@@ -489,7 +566,7 @@ mod tests {
             let wv = ArrayView2::from_shape((kk, n), &w).unwrap();
             matmul(want.view_mut(), av, wv, false);
             let mut z = vec![f32::NAN; m * n];
-            binary_matmul(&a, &w, n, &mut z);
+            binary_matmul(&a, &w, n, &rows_with_bits(&a, kk), &mut z);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&z), bits(want.as_slice().unwrap()), "{m}×{kk}×{n}");
         }
@@ -523,7 +600,7 @@ mod tests {
             let gv = ArrayView2::from_shape((m, n), &gz).unwrap();
             matmul(want.view_mut(), av.t(), gv, true);
             let mut gw = start;
-            add_binary_weight_grad(&a, &gz, n, &mut gw);
+            add_binary_weight_grad(&a, &gz, n, &rows_with_bits(&a, kk), &mut gw);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&gw), bits(want.as_slice().unwrap()), "{m}×{kk}×{n}");
         }

@@ -9,7 +9,7 @@ use crate::nn::act::keeps_preactivation;
 use crate::nn::gemm::matmul;
 use crate::nn::init::Init;
 use crate::nn::kernels::{
-    add_binary_weight_grad, add_patches, all_binary, binary_matmul, patches_of,
+    add_binary_weight_grad, add_patches, all_binary, binary_matmul, patches_of, patches_with_bits,
 };
 use crate::nn::layer::{tensor, values, values_mut, Backward, Forward, Layer};
 use crate::nn::winograd::{self, Geometry};
@@ -177,12 +177,26 @@ impl Conv {
                 z.slice_mut(ndarray::s![rows, ..]),
             );
             if run {
-                binary_matmul(values(&a), values(&w), w.ncols(), values_mut(zs));
+                // Numbered from the run's first sample, as `a` and `zs` are.
+                let rows = self.patches_with_bits(x.slice(ndarray::s![start..end, .., .., ..]));
+                binary_matmul(values(&a), values(&w), w.ncols(), &rows, values_mut(zs));
             } else {
                 matmul(zs, a, w, false);
             }
             start = end;
         }
+    }
+}
+
+impl Conv {
+    /// The rows of the patch matrix of samples `x` that hold a value other than +0.
+    fn patches_with_bits(&self, x: ndarray::ArrayView4<'_, f32>) -> Vec<usize> {
+        let (k, pixels) = (self.spec.kernel as usize, self.pixels());
+        let mut rows = Vec::with_capacity(x.dim().0 * pixels);
+        for (i, xs) in x.outer_iter().enumerate() {
+            patches_with_bits(values(&xs), xs.dim(), k, i * pixels, &mut rows);
+        }
+        rows
     }
 }
 
@@ -293,7 +307,8 @@ impl Layer for Conv {
             if let Some(g) = forward_winograd {
                 winograd::conv3x3_weight_grad(values(&b.x), gz, n, g, dw, rest);
             } else if binary {
-                add_binary_weight_grad(values(&cols.view()), gz, affine.w.ncols(), dw);
+                let (a, rows) = (values(&cols.view()), self.patches_with_bits(b.x.view()));
+                add_binary_weight_grad(a, gz, affine.w.ncols(), &rows, dw);
             }
         }
         let Some(mut gx) = b.gx else { return };
