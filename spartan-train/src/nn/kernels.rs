@@ -275,14 +275,16 @@ fn binary_rows<const L: usize, const R: usize>(
     }
 }
 
-/// Rows of `a` that faer's GEMM sums apart, then adds to the output (its depth block
-/// `kc` for the shapes of a conv's weight gradient here: found by comparing bits).
+/// Rows of `a` that faer's GEMM sums apart, then adds to the output: its depth block
+/// `kc` for a conv's weight-gradient shapes on the dev machine, found by comparing
+/// bits. Where faer picks another block, the sums differ from its own in the last
+/// bits, and are as deterministic.
 const GEMM_DEPTH_BLOCK: usize = 512;
 
 /// `gw += aᵀ·gz` for a matrix `a` of zeros and ones (`m × kk`; `gz` is `m × n`, `gw`
 /// is `kk × n`, row-major) whose rows not in `rows` (ascending) are all +0: a conv's
 /// weight gradient from its patches, skipping the background. Rows are summed by fused
-/// multiply-adds from +0 in blocks of [`GEMM_DEPTH_BLOCK`], each block's sum then
+/// multiply-adds from +0 in blocks of 512 rows, each block's sum then
 /// added to `gw`: faer's order, so the values are its values to the bit (tested).
 #[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 pub fn add_binary_weight_grad(a: &[f32], gz: &[f32], n: usize, rows: &[usize], gw: &mut [f32]) {
@@ -505,6 +507,18 @@ mod tests {
         }
     }
 
+    /// `len` values, 1 where `one(i)`, else 0.
+    fn zeros_and_ones(len: usize, one: impl Fn(usize) -> bool) -> Vec<f32> {
+        (0..len).map(|i| if one(i) { 1.0 } else { 0.0 }).collect()
+    }
+
+    /// `len` values spread over [-1, 1) in no particular order, both signs.
+    fn spread(len: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 104_729) % 1999) as f32 * 1e-3 - 1.0)
+            .collect()
+    }
+
     /// The rows of `a` (`kk` columns) with a value other than +0, read one by one.
     fn rows_with_bits(a: &[f32], kk: usize) -> Vec<usize> {
         let lit = |row: &[f32]| row.iter().any(|v| v.to_bits() != 0);
@@ -549,18 +563,8 @@ mod tests {
         use crate::nn::gemm::matmul;
         use ndarray::ArrayView2;
         for (m, kk, n) in [(1352, 36, 32), (676, 9, 32), (100, 18, 8), (30, 36, 5)] {
-            let a: Vec<f32> = (0..m * kk)
-                .map(|i| {
-                    if (i / kk) % 7 == 0 || (i * 7919) % 5 > 0 {
-                        0.0
-                    } else {
-                        1.0
-                    }
-                })
-                .collect();
-            let w: Vec<f32> = (0..kk * n)
-                .map(|i| ((i * 104_729) % 1999) as f32 * 1e-3 - 1.0)
-                .collect();
+            let a = zeros_and_ones(m * kk, |i| (i / kk) % 7 != 0 && (i * 7919) % 5 == 0);
+            let w = spread(kk * n);
             let mut want = ndarray::Array2::<f32>::zeros((m, n));
             let av = ArrayView2::from_shape((m, kk), &a).unwrap();
             let wv = ArrayView2::from_shape((kk, n), &w).unwrap();
@@ -582,18 +586,8 @@ mod tests {
         use crate::nn::gemm::matmul;
         use ndarray::ArrayView2;
         for (m, kk, n) in [(1352, 36, 32), (676, 36, 32), (1352, 9, 32), (700, 36, 5)] {
-            let a: Vec<f32> = (0..m * kk)
-                .map(|i| {
-                    if (i / kk) % 3 > 0 || (i * 7919) % 5 > 1 {
-                        0.0
-                    } else {
-                        1.0
-                    }
-                })
-                .collect();
-            let gz: Vec<f32> = (0..m * n)
-                .map(|i| ((i * 104_729) % 1999) as f32 * 1e-3 - 1.0)
-                .collect();
+            let a = zeros_and_ones(m * kk, |i| (i / kk) % 3 == 0 && (i * 7919) % 5 <= 1);
+            let gz = spread(m * n);
             let start: Vec<f32> = (0..kk * n).map(|i| (i % 17) as f32 * 0.1 - 0.8).collect();
             let mut want = ndarray::Array2::from_shape_vec((kk, n), start.clone()).unwrap();
             let av = ArrayView2::from_shape((m, kk), &a).unwrap();

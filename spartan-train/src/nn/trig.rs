@@ -53,6 +53,18 @@ fn sin_cos(z: f32) -> (f32, f32) {
     // Quadrant n mod 4 in the low bits: n is an integer, |n| < 2²², so exact in f32,
     // and 1.5·2²³ + n has a unit ulp and 2²² + n as its mantissa (as in `exp_neg`).
     let q = (n as f32 + 12_582_912.0).to_bits();
+    let (s, c) = sin_cos_reduced(r);
+    // sin z = s, c, -s, -c and cos z = c, -s, -c, s by quadrant: swapped in odd
+    // quadrants, negated (sign bit flipped) in quadrants 2, 3 and 1, 2.
+    let (a, b) = if q & 1 == 1 { (c, s) } else { (s, c) };
+    let sin = f32::from_bits(a.to_bits() ^ ((q & 2) << 30));
+    let cos = f32::from_bits(b.to_bits() ^ (((q + 1) & 2) << 30));
+    (sin, cos)
+}
+
+/// `(sin r, cos r)` for `|r| ≤ π/4`: Taylor polynomials.
+#[inline(always)]
+fn sin_cos_reduced(r: f32) -> (f32, f32) {
     let r2 = r * r;
     let s = r
         * (1.0
@@ -62,12 +74,7 @@ fn sin_cos(z: f32) -> (f32, f32) {
         + r2 * (-0.5
             + r2 * (1.0 / 24.0
                 + r2 * (-1.0 / 720.0 + r2 * (1.0 / 40_320.0 + r2 * (-1.0 / 3_628_800.0)))));
-    // sin z = s, c, -s, -c and cos z = c, -s, -c, s by quadrant: swapped in odd
-    // quadrants, negated (sign bit flipped) in quadrants 2, 3 and 1, 2.
-    let (a, b) = if q & 1 == 1 { (c, s) } else { (s, c) };
-    let sin = f32::from_bits(a.to_bits() ^ ((q & 2) << 30));
-    let cos = f32::from_bits(b.to_bits() ^ (((q + 1) & 2) << 30));
-    (sin, cos)
+    (s, c)
 }
 
 /// `e^x` for `x ≤ 0`, in f32 (below −87 it is clamped to ≈ 1.6e-38, where the core's
@@ -358,22 +365,14 @@ mod tests {
         }
     }
 
-    /// The reduction as first written (quadrant in f64, float compares): the kernels'
-    /// bit twiddling must give its values bit for bit.
+    /// The quadrant as first written (in f64, float compares): the kernels' bit
+    /// twiddling must give its values bit for bit.
     fn sin_cos_reference(z: f32) -> (f32, f32) {
         let z = f64::from(z);
         let n = (z * FRAC_2_PI).round_ties_even();
         let r = ((z - n * PIO2_HI) - n * PIO2_LO) as f32;
         let q = (n - 4.0 * (n * 0.25).floor()) as f32;
-        let r2 = r * r;
-        let s = r
-            * (1.0
-                + r2 * (-1.0 / 6.0
-                    + r2 * (1.0 / 120.0 + r2 * (-1.0 / 5040.0 + r2 * (1.0 / 362_880.0)))));
-        let c = 1.0
-            + r2 * (-0.5
-                + r2 * (1.0 / 24.0
-                    + r2 * (-1.0 / 720.0 + r2 * (1.0 / 40_320.0 + r2 * (-1.0 / 3_628_800.0)))));
+        let (s, c) = sin_cos_reduced(r);
         let (a, b) = if q == 1.0 || q == 3.0 { (c, s) } else { (s, c) };
         let sin = if q >= 2.0 { -a } else { a };
         let cos = if q == 1.0 || q == 2.0 { -b } else { b };
