@@ -155,48 +155,39 @@ impl Conv {
 }
 
 impl Conv {
-    /// `z = patches·W` over a batch: samples of zeros and ones only (a step layer's
-    /// output) by [`binary_matmul`], which skips the zeros, runs of the others by one
-    /// GEMM. Both give the same sums, so which one a sample takes changes nothing.
+    /// `z = patches·W` over a batch: by [`binary_matmul`] when
+    /// [`sparse_patches`](Self::sparse_patches) finds it pays, else by GEMM. Both give
+    /// the same sums.
     fn product(
         &self,
         x: ndarray::ArrayView4<'_, f32>,
         cols: ArrayView2<'_, f32>,
         w: ArrayView2<'_, f32>,
-        mut z: ArrayViewMut2<'_, f32>,
+        z: ArrayViewMut2<'_, f32>,
     ) {
-        let (n, pixels) = (x.dim().0, self.pixels());
-        let binary = |i: usize| all_binary(values(&x.index_axis(Axis(0), i)));
-        let mut start = 0;
-        while start < n {
-            let run = binary(start);
-            let end = (start + 1..n).find(|&i| binary(i) != run).unwrap_or(n);
-            let rows = start * pixels..end * pixels;
-            let (a, zs) = (
-                cols.slice(ndarray::s![rows.clone(), ..]),
-                z.slice_mut(ndarray::s![rows, ..]),
-            );
-            if run {
-                // Numbered from the run's first sample, as `a` and `zs` are.
-                let rows = self.patches_with_bits(x.slice(ndarray::s![start..end, .., .., ..]));
-                binary_matmul(values(&a), values(&w), w.ncols(), &rows, values_mut(zs));
-            } else {
-                matmul(zs, a, w, false);
-            }
-            start = end;
+        match self.sparse_patches(x) {
+            Some(rows) => binary_matmul(values(&cols), values(&w), w.ncols(), &rows, values_mut(z)),
+            None => matmul(z, cols, w, false),
         }
     }
 }
 
 impl Conv {
-    /// The rows of the patch matrix of samples `x` that hold a value other than +0.
-    fn patches_with_bits(&self, x: ndarray::ArrayView4<'_, f32>) -> Vec<usize> {
+    /// For samples `x` of zeros and ones only (after a filter layer), the rows of
+    /// their patch matrix that hold a one, when at most two fifths do (MNIST after a
+    /// filter: a third): the binary kernels then skip the others. Denser patches
+    /// (uniform noise, as `spartan bench train` feeds) gain nothing from the skip and
+    /// go to GEMM, as does any other input (`None`).
+    fn sparse_patches(&self, x: ndarray::ArrayView4<'_, f32>) -> Option<Vec<usize>> {
+        if !all_binary(values(&x)) {
+            return None;
+        }
         let (k, pixels) = (self.spec.kernel as usize, self.pixels());
         let mut rows = Vec::with_capacity(x.dim().0 * pixels);
         for (i, xs) in x.outer_iter().enumerate() {
             patches_with_bits(values(&xs), xs.dim(), k, i * pixels, &mut rows);
         }
-        rows
+        (rows.len() * 5 <= x.dim().0 * pixels * 2).then_some(rows)
     }
 }
 
@@ -289,12 +280,15 @@ impl Layer for Conv {
         let affine = self.affine(p);
         let w = values(&p[0].view());
         let forward_winograd = self.winograd();
-        // Patches of zeros and ones only (after a filter layer): their weight
+        // Sparse patches of zeros and ones (after a filter layer): their weight
         // gradient skips the background patches (the same values as the GEMM's).
-        let binary = forward_winograd.is_none() && all_binary(values(&b.x));
+        let sparse = match forward_winograd {
+            None => self.sparse_patches(b.x.view()),
+            Some(_) => None,
+        };
         let cols = self.cols(n, &mut *rest);
         let pass = AffineBackward {
-            a: (forward_winograd.is_none() && !binary).then(|| cols.view()),
+            a: (forward_winograd.is_none() && sparse.is_none()).then(|| cols.view()),
             pre,
             y: values(&b.y),
             gy: rows_of(b.gy),
@@ -306,9 +300,8 @@ impl Layer for Conv {
             let (dw, gz) = (&mut grads[..w.len()], values(&gz.view()));
             if let Some(g) = forward_winograd {
                 winograd::conv3x3_weight_grad(values(&b.x), gz, n, g, dw, rest);
-            } else if binary {
-                let (a, rows) = (values(&cols.view()), self.patches_with_bits(b.x.view()));
-                add_binary_weight_grad(a, gz, affine.w.ncols(), &rows, dw);
+            } else if let Some(rows) = sparse {
+                add_binary_weight_grad(values(&cols.view()), gz, affine.w.ncols(), &rows, dw);
             }
         }
         let Some(mut gx) = b.gx else { return };
