@@ -170,9 +170,7 @@ impl Conv {
             None => matmul(z, cols, w, false),
         }
     }
-}
 
-impl Conv {
     /// For samples `x` of zeros and ones only (after a filter layer), the rows of
     /// their patch matrix that hold a one, when at most two fifths do (MNIST after a
     /// filter: a third): the binary kernels then skip the others. Denser patches
@@ -282,9 +280,9 @@ impl Layer for Conv {
         let forward_winograd = self.winograd();
         // Sparse patches of zeros and ones (after a filter layer): their weight
         // gradient skips the background patches (the same values as the GEMM's).
-        let sparse = match forward_winograd {
-            None => self.sparse_patches(b.x.view()),
-            Some(_) => None,
+        let sparse = match (forward_winograd, &b.grads) {
+            (None, Some(_)) => self.sparse_patches(b.x.view()),
+            _ => None,
         };
         let cols = self.cols(n, &mut *rest);
         let pass = AffineBackward {
