@@ -4,7 +4,7 @@
 //! decides what must be kept for the backward pass and how a step is differentiated
 //! (docs/maths.md: composite activations; docs/attacks.md: BPDA).
 
-use super::kernels::{relu_in_place, relu_mask};
+use super::kernels::{relu_in_place, relu_mask, step_in_place};
 use super::trig::{cos_step_in_place, surrogate_backward};
 use spartan_core::activation::Activation;
 
@@ -41,6 +41,8 @@ pub fn forward_in_place(act: Activation, values: &mut [f32], pre: Option<&mut [f
         Activation::Linear => {}
         // Same expression as `Activation::forward`, vectorised.
         Activation::Relu => relu_in_place(values),
+        // `H(z)`, vectorised (the cosine steps returned above).
+        Activation::Hsid | Activation::Hsat | Activation::Hsnd { .. } => step_in_place(values),
         _ => values.iter_mut().for_each(|v| *v = act.forward(*v)),
     }
 }

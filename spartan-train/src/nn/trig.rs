@@ -50,8 +50,21 @@ fn sin_cos(z: f32) -> (f32, f32) {
     let z = f64::from(z);
     let n = (z * FRAC_2_PI).round_ties_even();
     let r = ((z - n * PIO2_HI) - n * PIO2_LO) as f32;
-    // Quadrant n mod 4, exactly (n is a small integer).
-    let q = (n - 4.0 * (n * 0.25).floor()) as f32;
+    // Quadrant n mod 4 in the low bits: n is an integer, |n| < 2²², so exact in f32,
+    // and 1.5·2²³ + n has a unit ulp and 2²² + n as its mantissa (as in `exp_neg`).
+    let q = (n as f32 + 12_582_912.0).to_bits();
+    let (s, c) = sin_cos_reduced(r);
+    // sin z = s, c, -s, -c and cos z = c, -s, -c, s by quadrant: swapped in odd
+    // quadrants, negated (sign bit flipped) in quadrants 2, 3 and 1, 2.
+    let (a, b) = if q & 1 == 1 { (c, s) } else { (s, c) };
+    let sin = f32::from_bits(a.to_bits() ^ ((q & 2) << 30));
+    let cos = f32::from_bits(b.to_bits() ^ (((q + 1) & 2) << 30));
+    (sin, cos)
+}
+
+/// `(sin r, cos r)` for `|r| ≤ π/4`: Taylor polynomials.
+#[inline(always)]
+fn sin_cos_reduced(r: f32) -> (f32, f32) {
     let r2 = r * r;
     let s = r
         * (1.0
@@ -61,12 +74,7 @@ fn sin_cos(z: f32) -> (f32, f32) {
         + r2 * (-0.5
             + r2 * (1.0 / 24.0
                 + r2 * (-1.0 / 720.0 + r2 * (1.0 / 40_320.0 + r2 * (-1.0 / 3_628_800.0)))));
-    // sin z = s, c, -s, -c and cos z = c, -s, -c, s by quadrant.
-    let odd = q == 1.0 || q == 3.0;
-    let (a, b) = if odd { (c, s) } else { (s, c) };
-    let sin = if q >= 2.0 { -a } else { a };
-    let cos = if q == 1.0 || q == 2.0 { -b } else { b };
-    (sin, cos)
+    (s, c)
 }
 
 /// `e^x` for `x ≤ 0`, in f32 (below −87 it is clamped to ≈ 1.6e-38, where the core's
@@ -90,11 +98,22 @@ fn exp_neg(x: f32) -> f32 {
     p * f32::from_bits(biased << 23)
 }
 
-/// `φσ(u)` (the core's `normal_pdf`).
+/// `φσ(u)` (the core's `normal_pdf`), with `over_sigma(x)` = `x / σ`.
 #[inline(always)]
-fn normal_pdf(u: f32, sigma: f32) -> f32 {
-    let t = u / sigma;
-    exp_neg(-0.5 * t * t) * INV_SQRT_2PI / sigma
+fn normal_pdf(u: f32, over_sigma: impl Fn(f32) -> f32) -> f32 {
+    let t = over_sigma(u);
+    over_sigma(exp_neg(-0.5 * t * t) * INV_SQRT_2PI)
+}
+
+/// `1/σ` when multiplying by it gives exactly `x / σ` for every `x`: σ a power of two
+/// (the default 1) whose reciprocal is a normal f32. Both round the same real `x·2⁻ᵏ`,
+/// so the result is the division's bit for bit, without two vector divisions per value
+/// (a third of the Cos-HSND backward, `perf`).
+fn exact_reciprocal(sigma: f32) -> Option<f32> {
+    const MANTISSA: u32 = (1 << 23) - 1;
+    let inv = 1.0 / sigma;
+    let pow2 = |v: f32| v.is_normal() && v > 0.0 && v.to_bits() & MANTISSA == 0;
+    (pow2(sigma) && pow2(inv)).then_some(inv)
 }
 
 /// `H(cos z)` of every value, in place, keeping each `z` in `kept`; true when some
@@ -160,7 +179,8 @@ pub fn surrogate_backward(act: Activation, pre: &[f32], grad: &mut [f32]) -> boo
 /// formula.
 #[inline(always)]
 fn in_range(z: f32) -> bool {
-    f64::from(z).abs() < MAX_FAST
+    // The same test in f32 lanes: `MAX_FAST` is an f32 exactly.
+    z.abs() < MAX_FAST as f32
 }
 
 /// `grad *= d(z)` where `z` is in range (else `grad` is left for the caller); true if
@@ -177,12 +197,19 @@ fn scale_by(pre: &[f32], grad: &mut [f32], d: impl Fn(f32) -> f32) -> bool {
     beyond
 }
 
+/// `-sin z · φσ(cos z)`.
+#[inline(always)]
+fn cos_hsnd(z: f32, over_sigma: impl Fn(f32) -> f32) -> f32 {
+    let (s, c) = sin_cos(z);
+    -s * normal_pdf(c, over_sigma)
+}
+
 #[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 fn cos_hsnd_backward(pre: &[f32], grad: &mut [f32], sigma: f32) -> bool {
-    scale_by(pre, grad, |z| {
-        let (s, c) = sin_cos(z);
-        -s * normal_pdf(c, sigma)
-    })
+    match exact_reciprocal(sigma) {
+        Some(inv) => scale_by(pre, grad, |z| cos_hsnd(z, |x| x * inv)),
+        None => scale_by(pre, grad, |z| cos_hsnd(z, |x| x / sigma)),
+    }
 }
 
 #[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
@@ -195,7 +222,10 @@ fn cos_hsat_backward(pre: &[f32], grad: &mut [f32]) -> bool {
 
 #[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 fn hsnd_backward(pre: &[f32], grad: &mut [f32], sigma: f32) -> bool {
-    scale_by(pre, grad, |z| normal_pdf(z, sigma))
+    match exact_reciprocal(sigma) {
+        Some(inv) => scale_by(pre, grad, |z| normal_pdf(z, |x| x * inv)),
+        None => scale_by(pre, grad, |z| normal_pdf(z, |x| x / sigma)),
+    }
 }
 
 #[cfg(test)]
@@ -306,6 +336,59 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// Where σ is a power of two the kernels multiply by `1/σ`: bit for bit the
+    /// division, which the other σ keep.
+    #[test]
+    fn reciprocal_sigmas_give_the_divisions_bits() {
+        let divided = |u: f32, sigma: f32| normal_pdf(u, |x| x / sigma);
+        for sigma in [1.0f32, 0.5, 0.25, 2.0, 8.0, 2f32.powi(-60), 2f32.powi(60)] {
+            let inv = exact_reciprocal(sigma).expect("a power of two");
+            for z in probes() {
+                let want = (
+                    divided(z, sigma),
+                    -sin_cos(z).0 * divided(sin_cos(z).1, sigma),
+                );
+                let got = (normal_pdf(z, |x| x * inv), cos_hsnd(z, |x| x * inv));
+                assert_eq!(got.0.to_bits(), want.0.to_bits(), "HSND σ {sigma} at {z:e}");
+                assert_eq!(
+                    got.1.to_bits(),
+                    want.1.to_bits(),
+                    "Cos-HSND σ {sigma} at {z:e}"
+                );
+            }
+        }
+        for sigma in [0.3f32, 1.5, 3.0, 2f32.powi(127), f32::MIN_POSITIVE / 2.0] {
+            assert_eq!(exact_reciprocal(sigma), None, "σ {sigma}");
+        }
+    }
+
+    /// The quadrant as first written (in f64, float compares): the kernels' bit
+    /// twiddling must give its values bit for bit.
+    fn sin_cos_reference(z: f32) -> (f32, f32) {
+        let z = f64::from(z);
+        let n = (z * FRAC_2_PI).round_ties_even();
+        let r = ((z - n * PIO2_HI) - n * PIO2_LO) as f32;
+        let q = (n - 4.0 * (n * 0.25).floor()) as f32;
+        let (s, c) = sin_cos_reduced(r);
+        let (a, b) = if q == 1.0 || q == 3.0 { (c, s) } else { (s, c) };
+        let sin = if q >= 2.0 { -a } else { a };
+        let cos = if q == 1.0 || q == 2.0 { -b } else { b };
+        (sin, cos)
+    }
+
+    #[test]
+    fn quadrants_from_bits_match_the_float_compares() {
+        for z in probes().into_iter().filter(|&z| in_range(z)) {
+            let (s, c) = sin_cos(z);
+            let (ws, wc) = sin_cos_reference(z);
+            assert_eq!(
+                (s.to_bits(), c.to_bits()),
+                (ws.to_bits(), wc.to_bits()),
+                "{z:e}"
+            );
         }
     }
 

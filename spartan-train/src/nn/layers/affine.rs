@@ -35,11 +35,21 @@ pub(super) struct AffineBackward<'a, 'g> {
 
 impl Affine<'_> {
     /// `y = f(a·W + b)`; pre-activations to `pre` unless it is empty.
-    pub fn forward(&self, a: ArrayView2<'_, f32>, mut y: ArrayViewMut2<'_, f32>, pre: &mut [f32]) {
+    pub fn forward(&self, a: ArrayView2<'_, f32>, y: ArrayViewMut2<'_, f32>, pre: &mut [f32]) {
+        self.forward_with(y, pre, |y| matmul(y, a, self.w, false));
+    }
+
+    /// [`forward`](Self::forward) with `product` writing `a·W` into `y` its own way.
+    pub fn forward_with(
+        &self,
+        mut y: ArrayViewMut2<'_, f32>,
+        pre: &mut [f32],
+        product: impl FnOnce(ArrayViewMut2<'_, f32>),
+    ) {
         // The bias row by row in a vectorised kernel: `assign` (a broadcast per output
         // pixel) cost a fifth of a batch-1 inference, a `memmove` call per row 5 % of
         // batch-256 inference. `bias + a·W` rounds once either way.
-        matmul(y.view_mut(), a, self.w, false);
+        product(y.view_mut());
         add_rows(values_in(&mut y), values(&self.b.view()));
         self.activate(values_mut(y), pre);
     }

@@ -6,8 +6,11 @@
 
 use super::affine::{Affine, AffineBackward};
 use crate::nn::act::keeps_preactivation;
+use crate::nn::gemm::matmul;
 use crate::nn::init::Init;
-use crate::nn::kernels::{add_patches, patches_of};
+use crate::nn::kernels::{
+    add_binary_weight_grad, add_patches, all_binary, binary_matmul, patches_of, patches_with_bits,
+};
 use crate::nn::layer::{tensor, values, values_mut, Backward, Forward, Layer};
 use crate::nn::winograd::{self, Geometry};
 use crate::nn::winograd4;
@@ -151,6 +154,41 @@ impl Conv {
     }
 }
 
+impl Conv {
+    /// `z = patches·W` over a batch: by [`binary_matmul`] when
+    /// [`sparse_patches`](Self::sparse_patches) finds it pays, else by GEMM. Both give
+    /// the same sums.
+    fn product(
+        &self,
+        x: ndarray::ArrayView4<'_, f32>,
+        cols: ArrayView2<'_, f32>,
+        w: ArrayView2<'_, f32>,
+        z: ArrayViewMut2<'_, f32>,
+    ) {
+        match self.sparse_patches(x) {
+            Some(rows) => binary_matmul(values(&cols), values(&w), w.ncols(), &rows, values_mut(z)),
+            None => matmul(z, cols, w, false),
+        }
+    }
+
+    /// For samples `x` of zeros and ones only (after a filter layer), the rows of
+    /// their patch matrix that hold a one, when at most two fifths do (MNIST after a
+    /// filter: a third): the binary kernels then skip the others. Denser patches
+    /// (uniform noise, as `spartan bench train` feeds) gain nothing from the skip and
+    /// go to GEMM, as does any other input (`None`).
+    fn sparse_patches(&self, x: ndarray::ArrayView4<'_, f32>) -> Option<Vec<usize>> {
+        if !all_binary(values(&x)) {
+            return None;
+        }
+        let (k, pixels) = (self.spec.kernel as usize, self.pixels());
+        let mut rows = Vec::with_capacity(x.dim().0 * pixels);
+        for (i, xs) in x.outer_iter().enumerate() {
+            patches_with_bits(values(&xs), xs.dim(), k, i * pixels, &mut rows);
+        }
+        (rows.len() * 5 <= x.dim().0 * pixels * 2).then_some(rows)
+    }
+}
+
 /// An `n × h × w × c` batch viewed as the GEMM's `[n·h·w, c]` matrix.
 fn rows_of(y: ArrayViewMut4<'_, f32>) -> ArrayViewMut2<'_, f32> {
     let (n, h, w, c) = y.dim();
@@ -215,7 +253,9 @@ impl Layer for Conv {
         if let ForwardKind::Im2col = kind {
             let mut cols = self.cols(n, rest);
             self.patches(x, cols.view_mut());
-            return self.affine(p).forward(cols.view(), rows_of(y), pre);
+            let affine = self.affine(p);
+            let product = |z: ArrayViewMut2<'_, f32>| self.product(x, cols.view(), affine.w, z);
+            return affine.forward_with(rows_of(y), pre, product);
         }
         let (xs, u, ys) = (
             values(&x),
@@ -238,9 +278,15 @@ impl Layer for Conv {
         let affine = self.affine(p);
         let w = values(&p[0].view());
         let forward_winograd = self.winograd();
+        // Sparse patches of zeros and ones (after a filter layer): their weight
+        // gradient skips the background patches (the same values as the GEMM's).
+        let sparse = match (forward_winograd, &b.grads) {
+            (None, Some(_)) => self.sparse_patches(b.x.view()),
+            _ => None,
+        };
         let cols = self.cols(n, &mut *rest);
         let pass = AffineBackward {
-            a: forward_winograd.is_none().then(|| cols.view()),
+            a: (forward_winograd.is_none() && sparse.is_none()).then(|| cols.view()),
             pre,
             y: values(&b.y),
             gy: rows_of(b.gy),
@@ -248,9 +294,13 @@ impl Layer for Conv {
         };
         let mut grads = b.grads;
         let gz = affine.backward(pass, grads.as_deref_mut());
-        if let (Some(g), Some(grads)) = (forward_winograd, grads) {
-            let dw = &mut grads[..w.len()];
-            winograd::conv3x3_weight_grad(values(&b.x), values(&gz.view()), n, g, dw, rest);
+        if let Some(grads) = grads {
+            let (dw, gz) = (&mut grads[..w.len()], values(&gz.view()));
+            if let Some(g) = forward_winograd {
+                winograd::conv3x3_weight_grad(values(&b.x), gz, n, g, dw, rest);
+            } else if let Some(rows) = sparse {
+                add_binary_weight_grad(values(&cols.view()), gz, affine.w.ncols(), &rows, dw);
+            }
         }
         let Some(mut gx) = b.gx else { return };
         if let Some(g) = self.winograd_input_grad() {

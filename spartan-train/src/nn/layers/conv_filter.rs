@@ -7,6 +7,7 @@
 
 use crate::nn::act::{backward_in_place, forward_in_place};
 use crate::nn::init::Init;
+use crate::nn::kernels::{add_unit_filter_grads, unit_filter_preactivations};
 use crate::nn::layer::{tensor, values, values_in, values_mut, Backward, Forward, Layer};
 use ndarray::ArrayD;
 use rand::{Rng, RngCore};
@@ -18,6 +19,22 @@ use spartan_core::spec::Shape;
 pub struct ConvFilter {
     pub(super) spec: FilterSpec,
     pub(super) input: Shape,
+}
+
+impl ConvFilter {
+    /// Adds the parameter gradients from the pre-activation gradients `dz`, pixel
+    /// after pixel (any channel count).
+    fn add_grads(&self, xs: &[f32], dz: &[f32], gw: &mut [f32], gb: &mut [f32]) {
+        let (c, beta) = (self.input.channels as usize, self.spec.beta as usize);
+        for (px, dzp) in xs.chunks_exact(c).zip(dz.chunks_exact(beta)) {
+            for (k, &g) in dzp.iter().enumerate() {
+                gb[k] += g;
+                for (ch, &xv) in px.iter().enumerate() {
+                    gw[ch * beta + k] += g * xv;
+                }
+            }
+        }
+    }
 }
 
 impl Layer for ConvFilter {
@@ -52,10 +69,15 @@ impl Layer for ConvFilter {
         let beta = self.spec.beta as usize;
         let act = self.spec.activation;
         let (w, b) = (values(&p[0].view()), values(&p[1].view()));
-        let y = values_mut(y);
-        for (px, zs) in values(&x).chunks_exact(c).zip(y.chunks_exact_mut(beta)) {
-            for (k, z) in zs.iter_mut().enumerate() {
-                *z = conv_filter_preactivation(|ch| w[ch * beta + k], b[k], px);
+        let (x, y) = (values(&x), values_mut(y));
+        if c == 1 {
+            // Vectorised; the same expression as below.
+            unit_filter_preactivations(x, w, b, y);
+        } else {
+            for (px, zs) in x.chunks_exact(c).zip(y.chunks_exact_mut(beta)) {
+                for (k, z) in zs.iter_mut().enumerate() {
+                    *z = conv_filter_preactivation(|ch| w[ch * beta + k], b[k], px);
+                }
             }
         }
         // The steps over the whole layer at once: vectorised, the same 0/1 as the core
@@ -73,13 +95,10 @@ impl Layer for ConvFilter {
         let dz: &[f32] = dz;
         if let Some(grads) = b.grads {
             let (gw, gb) = grads.split_at_mut(w.len());
-            for (px, dzp) in values(&b.x).chunks_exact(c).zip(dz.chunks_exact(beta)) {
-                for (k, &g) in dzp.iter().enumerate() {
-                    gb[k] += g;
-                    for (ch, &xv) in px.iter().enumerate() {
-                        gw[ch * beta + k] += g * xv;
-                    }
-                }
+            if c == 1 {
+                add_unit_filter_grads(values(&b.x), dz, gw, gb);
+            } else {
+                self.add_grads(values(&b.x), dz, gw, gb);
             }
         }
         if let Some(gx) = b.gx {
