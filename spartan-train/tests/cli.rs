@@ -271,3 +271,36 @@ fn certify_writes_its_results_and_checks_its_inputs() {
         .count();
     assert!(cx >= 2, "{cx} counterexample files");
 }
+
+/// `bench train --input mnist` trains on real images (where a filtered network skips
+/// the background), says so, and prints the peer script's lines.
+#[test]
+fn bench_trains_on_real_images_when_asked() {
+    let args = [
+        "bench",
+        "train",
+        "--arch",
+        "candidate-b",
+        "--input",
+        "mnist",
+        "--batch",
+        "8",
+        "--steps",
+        "1",
+        "--repeats",
+        "1",
+    ];
+    let out = spartan(&args);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("on the training images of the embedded MNIST subset"),
+        "{stderr}"
+    );
+    for line in ["spartan train_b8 median=", "spartan infer_b256 median="] {
+        assert!(stdout.contains(line), "no {line:?} in {stdout}");
+    }
+}

@@ -84,23 +84,36 @@ pub struct TrainBench {
     pub infer_b256: Rates,
 }
 
-/// Measures training (forward, backward, Adam) at `batch` on random MNIST-shaped data
-/// (like the peer script), and float inference at batch 1 and 256.
-pub fn bench_train(spec: &ArchSpec, batch: usize, steps: usize, repeats: usize) -> TrainBench {
+/// Measures training (forward, backward, Adam) at `batch`, and float inference at batch
+/// 1 and 256, on `images` (the first ones, cycled) or else on uniform random data of
+/// the input's shape, like the peer script. The data matters for a filtered network:
+/// the conv after a filter skips the patches where the filter output is all zeros,
+/// which real images have and noise has not.
+pub fn bench_train(
+    spec: &ArchSpec,
+    batch: usize,
+    steps: usize,
+    repeats: usize,
+    images: Option<&Batch<f32>>,
+) -> TrainBench {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let net = Network::init(spec, &mut rng).expect("valid spec");
     let (s, classes) = (net.shapes()[0], net.classes());
-    let random = |rng: &mut ChaCha8Rng, n: usize| {
+    let mut draw = |n: usize| -> (Array4<f32>, Vec<u8>) {
+        if let Some(b) = images {
+            let cycled: Vec<usize> = (0..n).map(|i| i % b.len().max(1)).collect();
+            let y = cycled.iter().map(|&i| b.labels[i]).collect();
+            return (b.images().select(Axis(0), &cycled), y);
+        }
         let dim = (n, s.height as usize, s.width as usize, s.channels as usize);
         let values = (0..n * s.len())
             .map(|_| rng.random_range(0.0..1.0))
             .collect();
-        Array4::from_shape_vec(dim, values).expect("sizes from the shape")
+        let x = Array4::from_shape_vec(dim, values).expect("sizes from the shape");
+        let y = (0..n).map(|_| rng.random_range(0..classes as u8)).collect();
+        (x, y)
     };
-    let x = random(&mut rng, batch);
-    let y: Vec<u8> = (0..batch)
-        .map(|_| rng.random_range(0..classes as u8))
-        .collect();
+    let (x, y) = draw(batch);
     let cfg = AdamConfig::default();
     let mut trainer = Trainer::new(net);
     let train = throughput(
@@ -123,7 +136,7 @@ pub fn bench_train(spec: &ArchSpec, batch: usize, steps: usize, repeats: usize) 
         repeats,
         20,
     );
-    let x256 = random(&mut rng, 256);
+    let (x256, _) = draw(256);
     let infer_b256 = throughput(
         || {
             std::hint::black_box(net.forward(x256.view(), ws));

@@ -1,7 +1,10 @@
 //! `spartan bench`.
 
+use super::DataArgs;
 use crate::bench::bench_train;
+use anyhow::Context;
 use spartan_train::arch::{resolve, Overrides};
+use spartan_train::data::Split;
 
 /// What to measure.
 #[derive(Debug, clap::Subcommand)]
@@ -30,6 +33,21 @@ pub struct BenchTrainArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// What the network is fed: uniform noise, as the peer script feeds its frameworks,
+    /// or the training images of `--data` (a filtered network skips their background).
+    #[arg(long, value_enum, default_value = "noise")]
+    pub input: BenchInput,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+/// `--input` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchInput {
+    /// Uniform random pixels.
+    Noise,
+    /// The training images of `--data` (the embedded subset by default).
+    Mnist,
 }
 
 pub(super) fn bench(what: BenchWhat) -> anyhow::Result<()> {
@@ -52,16 +70,30 @@ pub(super) fn bench(what: BenchWhat) -> anyhow::Result<()> {
                     .build_global();
             }
             let spec = resolve(&a.arch, Overrides::default(), 10)?;
+            let images = match a.input {
+                BenchInput::Noise => None,
+                BenchInput::Mnist => {
+                    let train = a.data.load(Split::Train)?;
+                    train
+                        .check_shape(spec.input)
+                        .context("the images do not fit the architecture")?;
+                    Some(train.to_input())
+                }
+            };
             eprintln!(
-                "spartan bench train: {} ({} parameters), {} threads, batch {}, {} repeats of {} steps",
+                "spartan bench train: {} ({} parameters), {} threads, batch {}, {} repeats of {} steps, on {}",
                 a.arch,
                 spec.parameter_count()?,
                 rayon::current_num_threads(),
                 a.batch,
                 a.repeats,
-                a.steps
+                a.steps,
+                match a.input {
+                    BenchInput::Noise => "uniform noise".to_string(),
+                    BenchInput::Mnist => format!("the training images of {}", a.data.describe()),
+                }
             );
-            let r = bench_train(&spec, a.batch, a.steps, a.repeats);
+            let r = bench_train(&spec, a.batch, a.steps, a.repeats, images.as_ref());
             println!(
                 "{}",
                 r.train.line("spartan", &format!("train_b{}", a.batch))
