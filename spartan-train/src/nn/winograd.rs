@@ -627,6 +627,16 @@ pub(super) mod tests {
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
+    /// A conv of `height × width × c_in` inputs and `c_out` filters.
+    pub(in crate::nn) fn geo(height: usize, width: usize, c_in: usize, c_out: usize) -> Geometry {
+        Geometry {
+            height,
+            width,
+            c_in,
+            c_out,
+        }
+    }
+
     /// `len` values drawn uniformly from `[-scale, scale)`.
     pub(in crate::nn) fn uniform(rng: &mut ChaCha8Rng, len: usize, scale: f32) -> Vec<f32> {
         (0..len).map(|_| rng.random_range(-scale..scale)).collect()
@@ -670,42 +680,10 @@ pub(super) mod tests {
     fn matches_the_direct_convolution() {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         for (n, g) in [
-            (
-                1,
-                Geometry {
-                    height: 4,
-                    width: 4,
-                    c_in: 8,
-                    c_out: 8,
-                },
-            ),
-            (
-                3,
-                Geometry {
-                    height: 26,
-                    width: 26,
-                    c_in: 32,
-                    c_out: 32,
-                },
-            ),
-            (
-                2,
-                Geometry {
-                    height: 12,
-                    width: 8,
-                    c_in: 9,
-                    c_out: 17,
-                },
-            ),
-            (
-                5,
-                Geometry {
-                    height: 10,
-                    width: 10,
-                    c_in: 32,
-                    c_out: 64,
-                },
-            ),
+            (1, geo(4, 4, 8, 8)),
+            (3, geo(26, 26, 32, 32)),
+            (2, geo(12, 8, 9, 17)),
+            (5, geo(10, 10, 32, 64)),
         ] {
             let x = uniform(&mut rng, n * g.height * g.width * g.c_in, 1.0);
             let w = uniform(&mut rng, 9 * g.c_in * g.c_out, 0.5);
@@ -731,33 +709,9 @@ pub(super) mod tests {
         // <conv(x), gz> = <x, conv_input_grad(gz)> for random x, gz (bias 0).
         let mut rng = ChaCha8Rng::seed_from_u64(9);
         for (n, g) in [
-            (
-                2,
-                Geometry {
-                    height: 26,
-                    width: 26,
-                    c_in: 32,
-                    c_out: 32,
-                },
-            ),
-            (
-                3,
-                Geometry {
-                    height: 12,
-                    width: 10,
-                    c_in: 16,
-                    c_out: 8,
-                },
-            ),
-            (
-                1,
-                Geometry {
-                    height: 28,
-                    width: 28,
-                    c_in: 8,
-                    c_out: 32,
-                },
-            ),
+            (2, geo(26, 26, 32, 32)),
+            (3, geo(12, 10, 16, 8)),
+            (1, geo(28, 28, 8, 32)),
         ] {
             let (oh, ow) = (g.height - 2, g.width - 2);
             let x = uniform(&mut rng, n * g.height * g.width * g.c_in, 1.0);
@@ -784,26 +738,7 @@ pub(super) mod tests {
     #[test]
     fn weight_gradient_matches_the_direct_sum() {
         let mut rng = ChaCha8Rng::seed_from_u64(11);
-        for (n, g) in [
-            (
-                2,
-                Geometry {
-                    height: 26,
-                    width: 26,
-                    c_in: 32,
-                    c_out: 32,
-                },
-            ),
-            (
-                3,
-                Geometry {
-                    height: 12,
-                    width: 10,
-                    c_in: 17,
-                    c_out: 9,
-                },
-            ),
-        ] {
+        for (n, g) in [(2, geo(26, 26, 32, 32)), (3, geo(12, 10, 17, 9))] {
             let (oh, ow) = (g.height - 2, g.width - 2);
             let x = uniform(&mut rng, n * g.height * g.width * g.c_in, 1.0);
             let gz = uniform(&mut rng, n * oh * ow * g.c_out, 1.0);
@@ -841,12 +776,7 @@ pub(super) mod tests {
 
     #[test]
     fn applies_only_to_whole_tiles_of_a_3x3_kernel() {
-        let g = Geometry {
-            height: 26,
-            width: 26,
-            c_in: 32,
-            c_out: 32,
-        };
+        let g = geo(26, 26, 32, 32);
         assert!(g.applies(3));
         assert!(!g.applies(5));
         assert!(!Geometry { height: 27, ..g }.applies(3));

@@ -355,7 +355,7 @@ pub fn conv3x3(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::winograd::tests::{direct, uniform};
+    use crate::nn::winograd::tests::{direct, geo, uniform};
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 
@@ -364,12 +364,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         let shapes = [(26, 26, 32, 32, 2), (10, 14, 9, 17, 3)];
         for (height, width, c_in, c_out, n) in shapes {
-            let g = Geometry {
-                height,
-                width,
-                c_in,
-                c_out,
-            };
+            let g = geo(height, width, c_in, c_out);
             let x = uniform(&mut rng, n * height * width * c_in, 1.0);
             let w = uniform(&mut rng, 9 * c_in * c_out, 0.5);
             let b = uniform(&mut rng, c_out, 0.5);
