@@ -17,6 +17,7 @@
 use super::gemm::matmul;
 use multiversion::multiversion;
 use ndarray::{ArrayView2, ArrayViewMut2};
+use std::ops::Range;
 
 /// Values of a transformed tile (4×4).
 const XI: usize = 16;
@@ -458,22 +459,19 @@ pub fn conv3x3_weight_grad(
     let (du, rest) = scratch.split_at_mut(XI * ci * co);
     let (tmp, rest) = rest.split_at_mut(12 * ci * co);
     du.fill(0.0);
-    let (tiles_x, rows_y) = (g.tiles_x(), (g.height - 2) / 2);
-    let total_rows = n * rows_y;
-    let block_rows = (BLOCK_TILES / tiles_x).clamp(1, total_rows);
-    let block = block_rows * tiles_x;
+    let tiles_x = g.tiles_x();
+    let tile_rows = TileRows::new(n, (g.height - 2) / 2, tiles_x, BLOCK_TILES);
+    let block = tile_rows.block();
     let (v, rest) = rest.split_at_mut(XI * block * ci);
     let (dm, rest) = rest.split_at_mut(XI * block * co);
     let (t, rest) = rest.split_at_mut(4 * g.width * ci);
     let out_row = (g.width - 2) * co;
     let u = &mut rest[..4 * out_row];
     let (in_len, out_len) = (g.height * g.width * ci, (g.height - 2) * out_row);
-    let mut first = 0;
-    while first < total_rows {
-        let rows = block_rows.min(total_rows - first);
-        let tiles = rows * tiles_x;
-        for k in 0..rows {
-            let (sample, ty) = ((first + k) / rows_y, (first + k) % rows_y);
+    for rows in tile_rows.blocks() {
+        let tiles = rows.len() * tiles_x;
+        for (k, r) in rows.enumerate() {
+            let (sample, ty) = tile_rows.locate(r);
             let xs = &x[sample * in_len + 2 * ty * g.width * ci..];
             input_row(xs, g, t, &mut v[k * tiles_x * ci..], block * ci);
             let gzs = &gz[sample * out_len + 2 * ty * out_row..];
@@ -488,9 +486,49 @@ pub fn conv3x3_weight_grad(
                 .expect("dU sized for the channels");
             matmul(c, a.t(), b, true);
         }
-        first += rows;
     }
     add_weight_grad(du, ci * co, tmp, dw);
+}
+
+/// The tile rows of `n` samples (`rows_y` per sample, `tiles_x` tiles each), walked in
+/// blocks of at most `block_tiles` tiles — the loop every Winograd driver runs, so that
+/// a block's transformed tiles stay in cache.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct TileRows {
+    rows_y: usize,
+    tiles_x: usize,
+    total: usize,
+    block_rows: usize,
+}
+
+impl TileRows {
+    pub(super) fn new(n: usize, rows_y: usize, tiles_x: usize, block_tiles: usize) -> Self {
+        let total = n * rows_y;
+        let block_rows = (block_tiles / tiles_x).clamp(1, total);
+        Self {
+            rows_y,
+            tiles_x,
+            total,
+            block_rows,
+        }
+    }
+
+    /// Tiles in a full block: the stride of a block's per-position buffers.
+    pub(super) fn block(self) -> usize {
+        self.block_rows * self.tiles_x
+    }
+
+    /// Each block's tile rows, numbered across samples (see [`Self::locate`]).
+    pub(super) fn blocks(self) -> impl Iterator<Item = Range<usize>> {
+        (0..self.total)
+            .step_by(self.block_rows)
+            .map(move |first| first..(first + self.block_rows).min(self.total))
+    }
+
+    /// The sample and the tile row within it of tile row `r`.
+    pub(super) fn locate(self, r: usize) -> (usize, usize) {
+        (r / self.rows_y, r % self.rows_y)
+    }
 }
 
 /// `M_ξ = V_ξ · U_ξ` for each of the `positions` tile positions ξ of a block: `V` is
@@ -534,10 +572,9 @@ pub fn conv3x3(
     assert!(g.applies(3), "winograd: geometry {g:?}");
     let (ci, co) = (g.c_in, g.c_out);
     let rest = scratch;
-    let (tiles_x, rows_y) = (g.tiles_x(), (g.height - 2) / 2);
-    let total_rows = n * rows_y;
-    let block_rows = (BLOCK_TILES / tiles_x).clamp(1, total_rows);
-    let block = block_rows * tiles_x;
+    let tiles_x = g.tiles_x();
+    let tile_rows = TileRows::new(n, (g.height - 2) / 2, tiles_x, BLOCK_TILES);
+    let block = tile_rows.block();
     let (v, rest) = rest.split_at_mut(XI * block * ci);
     let (m, rest) = rest.split_at_mut(XI * block * co);
     let (t, rest) = rest.split_at_mut(4 * g.width * ci);
@@ -550,20 +587,18 @@ pub fn conv3x3(
     let bias = &*bias;
     let (in_len, out_row) = (g.height * g.width * ci, (g.width - 2) * co);
     let out_len = (g.height - 2) * out_row;
-    let mut first = 0;
-    while first < total_rows {
-        let rows = block_rows.min(total_rows - first);
-        let tiles = rows * tiles_x;
-        for k in 0..rows {
-            let (sample, ty) = ((first + k) / rows_y, (first + k) % rows_y);
+    for rows in tile_rows.blocks() {
+        let tiles = rows.len() * tiles_x;
+        for (k, r) in rows.clone().enumerate() {
+            let (sample, ty) = tile_rows.locate(r);
             let x = &x[sample * in_len + 2 * ty * g.width * ci..];
             input_row(x, g, t, &mut v[k * tiles_x * ci..], block * ci);
         }
         multiply_positions(XI, (v, u, m), (block, tiles), (ci, co));
         a_transpose_rows(m, block * co, tiles * co);
         let row_len = tiles_x * co;
-        for k in 0..rows {
-            let (sample, ty) = ((first + k) / rows_y, (first + k) % rows_y);
+        for (k, r) in rows.enumerate() {
+            let (sample, ty) = tile_rows.locate(r);
             let y = &mut y[sample * out_len + 2 * ty * out_row..];
             let (top, bottom) = y.split_at_mut(out_row);
             for (out, first_row) in [(top, 0), (&mut bottom[..out_row], 12)] {
@@ -571,7 +606,6 @@ pub fn conv3x3(
                 output_row([s(0), s(1), s(2), s(3)], bias, co, out);
             }
         }
-        first += rows;
     }
 }
 

@@ -14,7 +14,7 @@
 //! Its rounding error is a few times F(2×2, 3×3)'s (the transforms scale values by up
 //! to 8); the gradients stay on F(2×2, 3×3).
 
-use super::winograd::{multiply_positions, Geometry};
+use super::winograd::{multiply_positions, Geometry, TileRows};
 use multiversion::multiversion;
 
 /// Values of a transformed tile (6×6).
@@ -322,36 +322,32 @@ pub fn conv3x3(
 ) {
     assert!(applies(g, 3), "winograd F(4, 3): geometry {g:?}");
     let (ci, co) = (g.c_in, g.c_out);
-    let (tx, rows_y) = (tiles_x(g), (g.height - 2) / 4);
-    let total_rows = n * rows_y;
-    let block_rows = (BLOCK_TILES / tx).clamp(1, total_rows);
-    let block = block_rows * tx;
+    let tx = tiles_x(g);
+    let tile_rows = TileRows::new(n, (g.height - 2) / 4, tx, BLOCK_TILES);
+    let block = tile_rows.block();
     let (v, rest) = scratch.split_at_mut(XI * block * ci);
     let (m, rest) = rest.split_at_mut(XI * block * co);
     let t = &mut rest[..6 * g.width * ci];
     let (in_len, out_row) = (g.height * g.width * ci, (g.width - 2) * co);
     let out_len = (g.height - 2) * out_row;
-    let mut first = 0;
-    while first < total_rows {
-        let rows = block_rows.min(total_rows - first);
-        let tiles = rows * tx;
-        for k in 0..rows {
-            let (sample, ty) = ((first + k) / rows_y, (first + k) % rows_y);
+    for rows in tile_rows.blocks() {
+        let tiles = rows.len() * tx;
+        for (k, r) in rows.clone().enumerate() {
+            let (sample, ty) = tile_rows.locate(r);
             let x = &x[sample * in_len + 4 * ty * g.width * ci..];
             input_row(x, g, t, &mut v[k * tx * ci..], block * ci);
         }
         multiply_positions(XI, (v, u, m), (block, tiles), (ci, co));
         a_transpose_rows(m, block * co, tiles * co);
         let row_len = tx * co;
-        for k in 0..rows {
-            let (sample, ty) = ((first + k) / rows_y, (first + k) % rows_y);
+        for (k, r) in rows.enumerate() {
+            let (sample, ty) = tile_rows.locate(r);
             let y = &mut y[sample * out_len + 4 * ty * out_row..];
             for (r, out) in y.chunks_exact_mut(out_row).take(4).enumerate() {
                 let s = |q: usize| &m[(6 * r + q) * block * co + k * row_len..][..row_len];
                 output_row([s(0), s(1), s(2), s(3), s(4), s(5)], b, co, out);
             }
         }
-        first += rows;
     }
 }
 
