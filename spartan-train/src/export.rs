@@ -1,10 +1,13 @@
 //! Export of a trained network as safetensors, in PyTorch's layouts, so that other tools
-//! can load the weights (layout documented in docs/safetensors.md).
+//! can load the weights (layout documented in docs/safetensors.md), and the way back:
+//! weights trained elsewhere (another recipe, another framework) brought in to be
+//! attacked, certified, quantised and deployed here.
 
 use crate::nn::Network;
 use ndarray::ArrayViewD;
+use rand::SeedableRng;
 use spartan_core::filter::FilterKind;
-use spartan_core::spec::LayerSpec;
+use spartan_core::spec::{ArchSpec, LayerSpec};
 use std::collections::HashMap;
 
 /// One exported tensor: name, shape and values (row-major in that shape).
@@ -126,9 +129,113 @@ pub fn to_safetensors(net: &Network) -> Result<Vec<u8>, safetensors::SafeTensorE
     safetensors::serialize(views, Some(meta))
 }
 
+/// Why a safetensors file cannot be imported.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// Not a safetensors file, or a damaged one.
+    #[error("not a readable safetensors file")]
+    Format(#[from] safetensors::SafeTensorError),
+    /// The metadata has no architecture (`spartan.spec`), as `spartan export` writes.
+    #[error("the file has no `spartan.spec` metadata: the architecture is unknown")]
+    NoSpec,
+    /// The architecture in the metadata does not parse or is inconsistent.
+    #[error("bad `spartan.spec` metadata: {0}")]
+    Spec(String),
+    /// A tensor the architecture needs is absent.
+    #[error("tensor `{0}` is missing")]
+    Missing(String),
+    /// A tensor with the wrong shape or type.
+    #[error("tensor `{name}` is {got}; the architecture needs F32 {expected:?}")]
+    Shape {
+        /// Tensor name.
+        name: String,
+        /// What the file holds.
+        got: String,
+        /// The shape the architecture needs.
+        expected: Vec<usize>,
+    },
+    /// A value that is not a finite number.
+    #[error("tensor `{0}` holds a value that is not finite")]
+    NotFinite(String),
+}
+
+/// The network a safetensors file written by [`to_safetensors`] (or by another tool in
+/// the same names and layouts, with the same `spartan.spec` metadata) describes.
+///
+/// The layout is undone by running the export on a network whose every parameter holds
+/// its own index: each exported value then names the parameter it came from, so the
+/// import is the export's inverse by construction.
+pub fn from_safetensors(bytes: &[u8]) -> Result<Network, ImportError> {
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)?;
+    let spec_json = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("spartan.spec"))
+        .ok_or(ImportError::NoSpec)?;
+    let spec: ArchSpec =
+        serde_json::from_str(spec_json).map_err(|e| ImportError::Spec(e.to_string()))?;
+    let file = safetensors::SafeTensors::deserialize(bytes)?;
+    // Any initialisation: every value is overwritten below.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let mut net =
+        Network::init(&spec, &mut rng).map_err(|e| ImportError::Spec(format!("{e:?}")))?;
+    let lens = net.param_lens();
+    let starts: Vec<usize> = lens
+        .iter()
+        .scan(0, |at, &n| {
+            *at += n;
+            Some(*at - n)
+        })
+        .collect();
+    let total: usize = lens.iter().sum();
+    // Indices are exact in f32 up to 2^24, far above any spec's parameter count.
+    let indices: Vec<Vec<f32>> = starts
+        .iter()
+        .zip(&lens)
+        .map(|(&s, &n)| (s..s + n).map(|i| i as f32).collect())
+        .collect();
+    let mut labelled = net.clone();
+    labelled
+        .set_param_values(&indices)
+        .map_err(ImportError::Spec)?;
+    let mut flat = vec![f32::NAN; total];
+    for t in pytorch_tensors(&labelled) {
+        let view = file
+            .tensor(&t.name)
+            .map_err(|_| ImportError::Missing(t.name.clone()))?;
+        if view.dtype() != safetensors::Dtype::F32 || view.shape() != t.shape.as_slice() {
+            return Err(ImportError::Shape {
+                name: t.name,
+                got: format!("{:?} {:?}", view.dtype(), view.shape()),
+                expected: t.shape,
+            });
+        }
+        for (&index, chunk) in t.values.iter().zip(view.data().chunks_exact(4)) {
+            let v = f32::from_le_bytes(chunk.try_into().expect("chunks of four bytes"));
+            if !v.is_finite() {
+                return Err(ImportError::NotFinite(t.name));
+            }
+            flat[index as usize] = v;
+        }
+    }
+    if flat.iter().any(|v| v.is_nan()) {
+        return Err(ImportError::Spec(
+            "the PyTorch layout leaves some parameters out".into(),
+        ));
+    }
+    let values: Vec<Vec<f32>> = starts
+        .iter()
+        .zip(&lens)
+        .map(|(&s, &n)| flat[s..s + n].to_vec())
+        .collect();
+    net.set_param_values(&values).map_err(ImportError::Spec)?;
+    Ok(net)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use spartan_core::spec::NamedParams;
 
     #[test]
     fn permute_transposes_and_reorders() {
@@ -145,5 +252,82 @@ mod tests {
         // y[k][i][j] = x[i][j][k]; check k = 1, i = 1, j = 2.
         let (k, i, j) = (1, 1, 2);
         assert_eq!(y[(k * 2 + i) * 3 + j], x[(i * 3 + j) * 4 + k]);
+    }
+
+    fn initialised(name: &str, seed: u64) -> Network {
+        let spec = ArchSpec::named(name, NamedParams::default()).expect("a named architecture");
+        Network::init(&spec, &mut rand_chacha::ChaCha8Rng::seed_from_u64(seed)).unwrap()
+    }
+
+    #[test]
+    fn import_undoes_export_for_every_named_architecture() {
+        for (seed, name) in ["standard", "candidate-a", "candidate-b", "candidate-c"]
+            .into_iter()
+            .enumerate()
+        {
+            let net = initialised(name, seed as u64);
+            let back = from_safetensors(&to_safetensors(&net).unwrap()).unwrap();
+            assert_eq!(back.to_model_bytes(), net.to_model_bytes(), "{name}");
+        }
+    }
+
+    /// A safetensors file of the given tensors, with or without the spec metadata.
+    fn file(tensors: &[NamedTensor], spec: Option<&ArchSpec>) -> Vec<u8> {
+        let bytes: Vec<Vec<u8>> = tensors
+            .iter()
+            .map(|t| t.values.iter().flat_map(|v| v.to_le_bytes()).collect())
+            .collect();
+        let views: Vec<_> = tensors
+            .iter()
+            .zip(&bytes)
+            .map(|(t, b)| {
+                let view = safetensors::tensor::TensorView::new(
+                    safetensors::Dtype::F32,
+                    t.shape.clone(),
+                    b,
+                );
+                (t.name.clone(), view.unwrap())
+            })
+            .collect();
+        let meta = spec.map(|s| {
+            HashMap::from([(
+                "spartan.spec".to_string(),
+                serde_json::to_string(s).unwrap(),
+            )])
+        });
+        safetensors::serialize(views, meta).unwrap()
+    }
+
+    #[test]
+    fn imports_name_what_is_wrong() {
+        let net = initialised("candidate-c", 9);
+        let tensors = pytorch_tensors(&net);
+        let spec = Some(net.spec());
+        let err = |bytes: &[u8]| from_safetensors(bytes).unwrap_err().to_string();
+
+        assert!(err(b"not a safetensors file").contains("not a readable safetensors"));
+        assert!(err(&file(&tensors, None)).contains("no `spartan.spec`"));
+        let missing: Vec<_> = tensors
+            .iter()
+            .filter(|t| t.name != "conv2.bias")
+            .cloned()
+            .collect();
+        assert!(err(&file(&missing, spec)).contains("`conv2.bias` is missing"));
+        let mut reshaped = tensors.clone();
+        let w = reshaped
+            .iter_mut()
+            .find(|t| t.name == "dense1.weight")
+            .unwrap();
+        w.shape = vec![w.shape[1], w.shape[0]];
+        assert!(err(&file(&reshaped, spec)).contains("`dense1.weight` is F32 [512, 50]"));
+        let mut nan = tensors.clone();
+        nan[3].values[7] = f32::NAN;
+        let name = nan[3].name.clone();
+        assert!(
+            err(&file(&nan, spec)).contains(&format!("`{name}` holds a value that is not finite"))
+        );
+        let mut bad_spec = net.spec().clone();
+        bad_spec.layers.clear();
+        assert!(err(&file(&tensors, Some(&bad_spec))).contains("bad `spartan.spec`"));
     }
 }

@@ -304,3 +304,45 @@ fn bench_trains_on_real_images_when_asked() {
         assert!(stdout.contains(line), "no {line:?} in {stdout}");
     }
 }
+
+#[test]
+fn import_brings_back_what_export_wrote() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let model = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../models/candidate-c.f32.spartan"
+    );
+    let path = |name: &str| d.join(name).to_str().unwrap().to_string();
+    let (st, back) = (path("c.safetensors"), path("back.spartan"));
+    let (st_again, back_again) = (path("again.safetensors"), path("again.spartan"));
+    cli_support::spartan_ok(&["export", "--model", model, "--out", &st]);
+    let stdout = |args: &[&str]| {
+        let out = spartan(args);
+        assert!(out.status.success(), "spartan {args:?} failed");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let said = stdout(&["import", "--safetensors", &st, "--out", &back]);
+    assert!(said.contains("9 layers, 55096 parameters"), "{said}");
+    // Exported again and imported again, the model file comes back to the byte.
+    cli_support::spartan_ok(&["export", "--model", &back, "--out", &st_again]);
+    stdout(&["import", "--safetensors", &st_again, "--out", &back_again]);
+    let same = std::fs::read(&back).unwrap() == std::fs::read(&back_again).unwrap();
+    assert!(
+        same,
+        "import(export(import(export(m)))) differs from import(export(m))"
+    );
+    // The imported model classifies as the original does.
+    let eval = |m: &str| stdout(&["eval", "--model", m]).replace(m, "MODEL");
+    assert_eq!(eval(model), eval(&back));
+
+    // A damaged file: a one-line error, and nothing written.
+    let bytes = std::fs::read(&st).unwrap();
+    std::fs::write(&st, &bytes[..bytes.len() / 2]).unwrap();
+    let out = path("never.spartan");
+    assert_clean_error(
+        &spartan(&["import", "--safetensors", &st, "--out", &out]),
+        "not a readable safetensors file",
+    );
+    assert!(!d.join("never.spartan").exists());
+}

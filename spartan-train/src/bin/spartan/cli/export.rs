@@ -1,4 +1,4 @@
-//! `spartan export`.
+//! `spartan export` and `spartan import`.
 
 use super::read_model_file;
 use anyhow::Context;
@@ -45,6 +45,35 @@ pub(super) fn export(a: ExportArgs) -> anyhow::Result<()> {
         a.out.display(),
         out.len(),
         names.join(", ")
+    );
+    Ok(())
+}
+
+/// Arguments of `spartan import`.
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// A safetensors file with PyTorch names and layouts and the `spartan.spec`
+    /// metadata, as `spartan export` writes it (docs/safetensors.md).
+    #[arg(long)]
+    pub safetensors: PathBuf,
+    /// Output model file (f32 kind).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub(super) fn import(a: ImportArgs) -> anyhow::Result<()> {
+    let bytes = std::fs::read(&a.safetensors)
+        .with_context(|| format!("cannot read {}", a.safetensors.display()))?;
+    let net = spartan_train::export::from_safetensors(&bytes)
+        .with_context(|| format!("{}", a.safetensors.display()))?;
+    let model = net.to_model_bytes();
+    write_atomic(&a.out, &model).with_context(|| format!("cannot write {}", a.out.display()))?;
+    println!(
+        "wrote {} ({} bytes): {} layers, {} parameters",
+        a.out.display(),
+        model.len(),
+        net.spec().layers.len(),
+        net.param_lens().iter().sum::<usize>()
     );
     Ok(())
 }

@@ -68,6 +68,9 @@ pub enum Command {
     Quantize(quantize::QuantizeArgs),
     /// Export weights for other tools (safetensors in PyTorch layout).
     Export(export::ExportArgs),
+    /// Import weights trained elsewhere (a safetensors file in the layout `export` writes)
+    /// as a model file.
+    Import(export::ImportArgs),
     /// The paper's experiment end to end: train the four networks, attack them, write REPORT.md.
     Reproduce(reproduce::ReproduceArgs),
     /// Adversarial attacks: white-box FGSM/PGD (BPDA) and the surrogate black-box attack.
@@ -101,6 +104,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         Command::Inspect(a) => inspect::inspect(a),
         Command::Spec(a) => inspect::spec(a),
         Command::Export(a) => export::export(a),
+        Command::Import(a) => export::import(a),
         Command::Quantize(a) => quantize::quantize(a),
         Command::Bench(w) => bench::bench(w),
         Command::Attack(a) => attack::attack(a, progress),
