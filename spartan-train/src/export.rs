@@ -177,8 +177,7 @@ pub fn from_safetensors(bytes: &[u8]) -> Result<Network, ImportError> {
     let file = safetensors::SafeTensors::deserialize(bytes)?;
     // Any initialisation: every value is overwritten below.
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let mut net =
-        Network::init(&spec, &mut rng).map_err(|e| ImportError::Spec(format!("{e:?}")))?;
+    let mut net = Network::init(&spec, &mut rng).map_err(|e| ImportError::Spec(e.to_string()))?;
     let lens = net.param_lens();
     let starts: Vec<usize> = lens
         .iter()
@@ -188,7 +187,10 @@ pub fn from_safetensors(bytes: &[u8]) -> Result<Network, ImportError> {
         })
         .collect();
     let total: usize = lens.iter().sum();
-    // Indices are exact in f32 up to 2^24, far above any spec's parameter count.
+    // Indices are exact in f32 up to 2^24 (a spec's parameter count is far below).
+    if total > 1 << 24 {
+        return Err(ImportError::Spec(format!("{total} parameters: too many")));
+    }
     let indices: Vec<Vec<f32>> = starts
         .iter()
         .zip(&lens)
