@@ -126,7 +126,24 @@ pub fn to_safetensors(net: &Network) -> Result<Vec<u8>, safetensors::SafeTensorE
         "spartan.version".to_string(),
         env!("CARGO_PKG_VERSION").to_string(),
     );
-    safetensors::serialize(views, Some(meta))
+    safetensors::serialize(views, Some(meta)).map(sorted_header)
+}
+
+/// The safetensors crate writes the metadata map in `HashMap` order, which changes from
+/// run to run; the header is re-encoded with its keys sorted so that one model always
+/// exports to the same bytes. (`serde_json`'s map is ordered by key.)
+fn sorted_header(file: Vec<u8>) -> Vec<u8> {
+    let len = u64::from_le_bytes(file[..8].try_into().expect("an 8-byte header length"));
+    let end = 8 + len as usize;
+    let header: serde_json::Value =
+        serde_json::from_slice(&file[8..end]).expect("safetensors writes a JSON header");
+    let mut json = serde_json::to_vec(&header).expect("a JSON value serialises");
+    // Padded with spaces to a multiple of 8 bytes, as safetensors itself does.
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut out = (json.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&file[end..]);
+    out
 }
 
 /// Why a safetensors file cannot be imported.
@@ -331,5 +348,19 @@ mod tests {
         let mut bad_spec = net.spec().clone();
         bad_spec.layers.clear();
         assert!(err(&file(&tensors, Some(&bad_spec))).contains("bad `spartan.spec`"));
+    }
+
+    #[test]
+    fn one_model_always_exports_to_the_same_bytes() {
+        let net = initialised("candidate-b", 3);
+        let first = to_safetensors(&net).unwrap();
+        for _ in 0..5 {
+            assert!(to_safetensors(&net).unwrap() == first, "exports differ");
+        }
+        // Still a file safetensors reads, tensors and metadata intact.
+        let back = from_safetensors(&first).unwrap();
+        assert_eq!(back.to_model_bytes(), net.to_model_bytes());
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&first).unwrap();
+        assert_eq!(meta.metadata().as_ref().unwrap()["format"], "pt");
     }
 }

@@ -332,6 +332,11 @@ fn import_brings_back_what_export_wrote() {
         same,
         "import(export(import(export(m)))) differs from import(export(m))"
     );
+    let same = std::fs::read(&st).unwrap() == std::fs::read(&st_again).unwrap();
+    assert!(
+        same,
+        "the imported model exports to other bytes than the original"
+    );
     // The imported model classifies as the original does.
     let eval = |m: &str| stdout(&["eval", "--model", m]).replace(m, "MODEL");
     assert_eq!(eval(model), eval(&back));
