@@ -25,9 +25,10 @@ image. Switches (environment variables):
   SAMPLE=N      no MILP: the lowest margin found by N random starts + greedy descent;
   VERBOSE=1     HiGHS's log.
 """
-import gzip, json, struct, sys, time
+import gzip, json, sys, time
 import numpy as np
 import torch
+from safetensors.numpy import load_file
 import torch.nn.functional as F
 import highspy, os
 import scipy.sparse as sp
@@ -35,19 +36,7 @@ import scipy.sparse as sp
 torch.set_default_dtype(torch.float64)
 torch.set_num_threads(1)
 
-def load_st(path):
-    raw = open(path, "rb").read()
-    n = struct.unpack("<Q", raw[:8])[0]
-    hdr = json.loads(raw[8:8 + n])
-    out = {}
-    for k, v in hdr.items():
-        if k == "__metadata__":
-            continue
-        a, b = v["data_offsets"]
-        out[k] = np.frombuffer(raw[8 + n + a:8 + n + b], np.float32).reshape(v["shape"])
-    return out
-
-W = load_st(sys.argv[1])
+W = load_file(sys.argv[1])
 EPS_Q = int(sys.argv[2])          # u8 radius (25 for eps 0.1)
 FIRST, COUNT, TLIM = int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
 assert set(W) == {f"{n}.{p}" for n in ("filter", "conv1", "conv2", "conv3", "conv4", "dense1", "dense2")
@@ -95,7 +84,10 @@ def concretize(S, groups):
         hi = hi + a.max(0).values
     return lo, hi
 
-def domain_and_bounds(img):
+def domain(img):
+    """Per uncertain pixel its reachable codes (each with the grey level nearest the clean
+    one), the one-hot groups of their variables, and the filter output with the
+    uncertain pixels zeroed (`base0`)."""
     p = img.astype(int)
     opts = []
     for i in range(28):
@@ -107,18 +99,25 @@ def domain_and_bounds(img):
             if len(cs) > 1:
                 opts.append((i, j, list(cs.items())))
     nv = sum(len(o[2]) for o in opts)
-    groups, k = [], 0
-    base = torch.tensor(CODES[p].transpose(2, 0, 1))  # 4 x 28 x 28
-    Fs = torch.zeros(nv + 1, 4, 28, 28)
-    Fs[-1] = base
-    var_pix = []
+    groups, var_pix, k = [], [], 0
+    base0 = torch.tensor(CODES[p].transpose(2, 0, 1))  # 4 x 28 x 28
     for (i, j, cs) in opts:
-        idx = []
-        Fs[-1, :, i, j] = 0
-        for (cd, q) in cs:
+        base0[:, i, j] = 0.0
+        groups.append(list(range(k, k + len(cs))))
+        var_pix += [(i, j, q) for (_, q) in cs]
+        k += len(cs)
+    return opts, groups, var_pix, nv, base0
+
+def bounds_of(opts, groups, nv, base0):
+    """Bounds of every layer's output: forward symbolic, then (BOUNDS=crown, the default)
+    tightened by back-substitution."""
+    Fs = torch.zeros(nv + 1, 4, 28, 28)
+    Fs[-1] = base0
+    k = 0
+    for (i, j, cs) in opts:
+        for (cd, _) in cs:
             Fs[k, :, i, j] = torch.tensor(cd)
-            idx.append(k); var_pix.append((i, j, q)); k += 1
-        groups.append(idx)
+            k += 1
     # symbolic forward bounds, recording pre-activation bounds of every layer
     Ls, Us = Fs.clone(), Fs.clone()
     bounds = []  # per layer: (lo, hi) of its output (concrete)
@@ -173,11 +172,8 @@ def domain_and_bounds(img):
         lo, _ = concretize(Ls, groups); _, hi = concretize(Us, groups)
         bounds.append((lo, hi))
     if os.environ.get("BOUNDS", "crown") == "crown":
-        base0 = base.clone()
-        for (i, j, cs) in opts:
-            base0[:, i, j] = 0.0
         bounds = crown(opts, bounds, base0)
-    return opts, groups, var_pix, nv, base, bounds, Ls, Us
+    return bounds
 
 def dl(v):
     return 1e-5 * (1 + abs(v))
@@ -322,23 +318,21 @@ def debug(m, img, label, var_pix, opts, groups):
 
 def build_and_solve(img, label):
     t0 = time.time()
-    opts, groups, var_pix, nv, base, bounds, _, _ = domain_and_bounds(img)
+    opts, groups, var_pix, nv, base0 = domain(img)
+    bounds = bounds_of(opts, groups, nv, base0)
     t_bounds = time.time() - t0
     m = Model()
     s = [m.var(0, 1, True, ('S', k)) for k in range(nv)]
     for g in groups:
         m.row([(s[i], 1) for i in g], 1, 1)
     # current layer: dict flat-index -> ("c", const) or ("v", col)  over tensor shape
-    fval = base.clone()
-    for (i, j, cs) in opts:
-        fval[:, i, j] = 0.0
     # filter output expressions: per (ch,i,j) either const or linear in s
     expr = {}
     for gi, (i, j, cs) in enumerate(opts):
         for ch in range(4):
             expr[(ch, i, j)] = [(s[groups[gi][t]], cs[t][0][ch]) for t in range(len(cs))]
     cur_shape = (4, 28, 28)
-    cur_const = fval  # tensor of constant values where not in expr
+    cur_const = base0.clone()  # tensor of constant values where not in expr
     cur_vars = expr   # dict key->list of (col,coef) linear expr (no constant)
     n_bin = 0
     li = 0
@@ -489,9 +483,6 @@ def build_and_solve(img, label):
     lp.integrality_ = [highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous for i in m.integ]
     # One MILP per other class j: minimise z_y - z_j, cut off at 0 ("infeasible" = proven
     # for j). Classes whose back-substituted margin bound is already positive are skipped.
-    base0 = base.clone()
-    for (i, j, cs) in opts:
-        base0[:, i, j] = 0.0
     lam = torch.zeros(9, 10)
     others = [j for j in range(10) if j != label]
     for r, j in enumerate(others):
@@ -543,11 +534,9 @@ def build_and_solve(img, label):
             break
         verdict, dual = "unknown", info.mip_dual_bound
         break
-    primal = None
-    st = statuses
     return dict(uncertain=len(opts), vars=n, rows=m.nrow, bins=n_bin + nv, bounds_s=round(t_bounds, 2),
-                solve_s=round(time.time() - t1, 2), statuses=st, margin_bounds_below_0=len(todo), dual=dual,
-                primal=primal, verdict=verdict, cx_margin=cx_margin)
+                solve_s=round(time.time() - t1, 2), statuses=statuses, margin_bounds_below_0=len(todo), dual=dual,
+                verdict=verdict, cx_margin=cx_margin)
 
 for idx in range(FIRST, FIRST + COUNT):
     img, lab = imgs[idx], int(labels[idx])
@@ -560,7 +549,7 @@ for idx in range(FIRST, FIRST + COUNT):
     zz = z.clone(); zz[lab] = -1e30
 
     if os.environ.get("SAMPLE"):
-        opts = domain_and_bounds(img)[0]
+        opts = domain(img)[0]
         rng = np.random.default_rng(0)
         best = 1e9
         q0 = img.astype(int)

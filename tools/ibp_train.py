@@ -13,26 +13,20 @@ per-bit box), on the white-box images 150..1149.
     spartan import --safetensors ibp.safetensors --out ibp-c.spartan
 
 A measurement for issue 16, not part of the product: the trainer has no certified
-training. Needs torch and numpy; one JSON line per epoch (clean accuracy and IBP-certified
+training. Needs torch, numpy and safetensors; one JSON line per epoch (clean accuracy and IBP-certified
 accuracy at RADIUS on the white-box images).
 """
-import gzip, json, struct, sys, time, os
+import gzip, json, sys, time, os
 import numpy as np
 import torch
+from safetensors.numpy import load_file
 import torch.nn as nn
 import torch.nn.functional as F
 
 torch.manual_seed(1)
 torch.set_num_threads(2)
 
-def load_st(path):
-    raw = open(path, "rb").read()
-    n = struct.unpack("<Q", raw[:8])[0]
-    hdr = json.loads(raw[8:8 + n])
-    return {k: np.frombuffer(raw[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]], np.float32).reshape(v["shape"])
-            for k, v in hdr.items() if k != "__metadata__"}
-
-W = load_st(sys.argv[1])
+W = load_file(sys.argv[1])
 RADIUS, EPOCHS, SAVE = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 fw, fb = W["filter.weight"].reshape(-1), W["filter.bias"]
 CODES = np.stack([(np.cos((fw * (np.float32(q) / np.float32(255)) + fb).astype(np.float32)) > 0) for q in range(256)]).astype(np.float32)

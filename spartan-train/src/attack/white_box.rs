@@ -556,8 +556,9 @@ struct Runner<'a> {
 
 impl Runner<'_> {
     /// Attacks the images `tally` still holds robust, unless `settled` (and whose ball
-    /// can change the answer), those with a point carried from the ε before starting there; marks the
-    /// ones broken and carries the best points on. Returns the queries made.
+    /// can change the answer), those with a point carried from the ε before starting
+    /// there; marks the ones broken and carries the best points on. Returns the queries
+    /// made.
     fn attack(
         &self,
         attack: WhiteBoxAttack,
