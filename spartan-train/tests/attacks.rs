@@ -81,6 +81,8 @@ fn trained_standard(limit: usize) -> (Network, Batch<f32>) {
         train_limit: None,
         init: Default::default(),
         anneal_epochs: 0,
+        certify_eps: None,
+        certify_warmup: 0,
     };
     let dir = tempfile::tempdir().unwrap();
     let (_, net) = train(&config, &splits, dir.path(), Start::Fresh, &Silent).unwrap();

@@ -27,6 +27,8 @@ fn compare(arch: &str) -> (f32, usize) {
         train_limit: None,
         init: Default::default(),
         anneal_epochs: 0,
+        certify_eps: None,
+        certify_warmup: 0,
     };
     let dir = tempfile::tempdir().unwrap();
     let (_, net) = train(&config, &splits, dir.path(), Start::Fresh, &Silent).unwrap();

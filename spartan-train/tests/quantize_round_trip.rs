@@ -35,6 +35,8 @@ fn round_trip(arch: &str) -> (f64, f64, f64) {
         train_limit: None,
         init: Default::default(),
         anneal_epochs: 0,
+        certify_eps: None,
+        certify_warmup: 0,
     };
     let dir = tempfile::tempdir().unwrap();
     let (_, net) = train(&config, &splits, dir.path(), Start::Fresh, &Silent).unwrap();

@@ -5,6 +5,7 @@
 pub mod act;
 pub mod gemm;
 pub mod init;
+pub mod interval;
 pub mod kernels;
 pub mod layer;
 pub mod layers;

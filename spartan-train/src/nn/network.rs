@@ -108,6 +108,11 @@ impl Network {
         &self.params[i]
     }
 
+    /// Layer `i`'s parameters, writable.
+    pub fn layer_params_mut(&mut self, i: usize) -> &mut [ArrayD<f32>] {
+        &mut self.params[i]
+    }
+
     /// Number of classes.
     pub fn classes(&self) -> usize {
         self.spec.classes()

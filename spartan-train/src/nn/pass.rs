@@ -138,6 +138,16 @@ impl Gradients {
     pub fn values(&self) -> &[f32] {
         &self.values
     }
+
+    /// All gradients, flat and writable (to add another objective's gradients).
+    pub fn values_mut(&mut self) -> &mut [f32] {
+        &mut self.values
+    }
+
+    /// Multiplies every gradient by `factor`.
+    pub fn scale(&mut self, factor: f32) {
+        self.values.iter_mut().for_each(|v| *v *= factor);
+    }
 }
 
 /// One chunk's share of a pass.

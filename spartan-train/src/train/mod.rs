@@ -1,6 +1,7 @@
 //! The training loop: seeded shuffles, synthetic-gradient backprop, Adam, per-batch
 //! loss log, atomic per-epoch checkpoints and resumption after an interruption.
 
+pub mod certified;
 mod resume;
 mod run_dir;
 
@@ -12,6 +13,7 @@ use crate::nn::loss::cross_entropy_row;
 use crate::nn::optim::{AdamConfig, AdamState};
 use crate::nn::{Gradients, Init, Network, Pass, Workspace};
 use crate::observe::Observer;
+use certified::Certified;
 use ndarray::{ArrayView1, ArrayView4, ArrayViewMut1};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -48,6 +50,18 @@ pub struct TrainConfig {
     /// than a sixth of the steps ([`ANNEAL_SHARE_DIVISOR`]; 0: constant).
     #[serde(default)]
     pub anneal_epochs: usize,
+    /// Certified training at this radius (interval bounds over the ε-ball, see
+    /// [`certified`]); `None`: the clean loss alone. Absent from older run files, and
+    /// left out of the hash when `None`, so their runs still resume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certify_eps: Option<f32>,
+    /// Epochs of certified training spent on the clean loss first (0 without it).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub certify_warmup: usize,
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
 }
 
 /// Why training could not run.
@@ -101,9 +115,19 @@ pub enum TrainError {
     /// The model could not be built.
     #[error(transparent)]
     Core(#[from] spartan_core::Error),
+    /// The network cannot carry interval bounds (certified training). Not a source:
+    /// the message already says all of it.
+    #[error("--certify-eps: {0}")]
+    Interval(crate::nn::interval::IntervalError),
     /// The data does not fit the model.
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
+}
+
+impl From<crate::nn::interval::IntervalError> for TrainError {
+    fn from(e: crate::nn::interval::IntervalError) -> Self {
+        TrainError::Interval(e)
+    }
 }
 
 /// Network and optimiser state at an epoch boundary.
@@ -165,6 +189,19 @@ pub struct Summary {
     pub samples_per_second: f64,
     /// `spartan` version.
     pub version: String,
+    /// Certified training's radius and the share of test images its interval bounds
+    /// hold for at the end ([`certified::bounds_hold_share`]); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certified: Option<CertifiedFigure>,
+}
+
+/// What certified training reached.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CertifiedFigure {
+    /// The radius trained for.
+    pub eps: f32,
+    /// Share of test images whose interval bounds prove their class, in `[0, 1]`.
+    pub bounds_hold: f64,
 }
 
 /// At most one step in this many trains at the annealed rate: a sixth, as in the
@@ -214,6 +251,24 @@ impl TrainConfig {
                 "--anneal-epochs cannot exceed --epochs".into(),
             ));
         }
+        if let Some(eps) = self.certify_eps {
+            if !(eps.is_finite() && eps > 0.0 && eps <= 1.0) {
+                return Err(TrainError::Config(format!(
+                    "--certify-eps must be in (0, 1] (pixel values are in [0, 1]), not {eps}"
+                )));
+            }
+            crate::nn::interval::IntervalNet::check(&self.spec)?;
+            if self.certify_warmup >= self.epochs {
+                return Err(TrainError::Config(format!(
+                    "--certify-warmup {} leaves no epoch of the {} for certified training",
+                    self.certify_warmup, self.epochs
+                )));
+            }
+        } else if self.certify_warmup != 0 {
+            return Err(TrainError::Config(
+                "--certify-warmup needs --certify-eps".into(),
+            ));
+        }
         if self.train_limit == Some(0) {
             return Err(TrainError::Config(
                 "--train-limit must be at least 1".into(),
@@ -255,7 +310,19 @@ pub fn loss_and_grads(
     ws: &mut Workspace,
     grads: &mut Gradients,
 ) -> (f32, f32) {
-    let scale = 1.0 / labels.len().max(1) as f32;
+    weighted_loss_and_grads(net, x, labels, 1.0, ws, grads)
+}
+
+/// [`loss_and_grads`] with the cross-entropy (not the regulariser) weighted by `weight`.
+fn weighted_loss_and_grads(
+    net: &Network,
+    x: ArrayView4<'_, f32>,
+    labels: &[u8],
+    weight: f32,
+    ws: &mut Workspace,
+    grads: &mut Gradients,
+) -> (f32, f32) {
+    let scale = weight / labels.len().max(1) as f32;
     let upstream = |i: usize, row: ArrayView1<'_, f32>, g: ArrayViewMut1<'_, f32>| {
         cross_entropy_row(row, labels[i] as usize, scale, g) * scale
     };
@@ -273,6 +340,8 @@ pub struct Trainer {
     pub adam: AdamState,
     grads: Gradients,
     ws: Workspace,
+    /// Certified training's state, when the loss is the certified one.
+    certified: Option<Certified>,
 }
 
 impl Trainer {
@@ -283,17 +352,48 @@ impl Trainer {
             grads: Gradients::zeros(&net),
             ws: Workspace::new(),
             net,
+            certified: None,
         }
+    }
+
+    /// The same trainer, training on the certified loss of `schedule`, `done` steps
+    /// into it.
+    pub fn certified(
+        mut self,
+        schedule: certified::Schedule,
+        done: usize,
+    ) -> Result<Self, crate::nn::interval::IntervalError> {
+        self.certified = Some(Certified::new(&self.net, schedule, done)?);
+        Ok(self)
     }
 
     /// One step on a labelled batch: loss and gradients (with regularisers), an Adam
     /// step, the post-update projections. Returns the loss with its regulariser.
     pub fn step(&mut self, cfg: &AdamConfig, x: ArrayView4<'_, f32>, labels: &[u8]) -> f32 {
-        let (ce, reg) = loss_and_grads(&self.net, x, labels, &mut self.ws, &mut self.grads);
+        let stage = self.certified.as_ref().map(|c| c.schedule.stage(c.step));
+        let kappa = stage.map_or(1.0, |s| s.kappa);
+        let (ws, grads) = (&mut self.ws, &mut self.grads);
+        let (ce, reg) = weighted_loss_and_grads(&self.net, x, labels, kappa, ws, grads);
+        let (mut worst, mut frozen) = (0.0, None);
+        if let (Some(c), Some(s)) = (self.certified.as_mut(), stage) {
+            if s.eps > 0.0 {
+                worst = c.add_grads(&self.net, x, labels, s.eps, 1.0 - s.kappa, grads);
+                frozen = self
+                    .net
+                    .spec()
+                    .filter()
+                    .map(|_| self.net.layer_params(0).to_vec());
+            }
+            c.step += 1;
+        }
         let params = self.net.params_mut().into_iter().zip(self.grads.tensors());
         self.adam.step(cfg, params);
+        if let Some(filter) = frozen {
+            // Certified training's filter keeps the codes of the warm-up (certified::Stage).
+            self.net.layer_params_mut(0).clone_from_slice(&filter);
+        }
         self.net.project();
-        ce + reg
+        ce + worst + reg
     }
 
     /// One pass over `order` (indices into `data`) in batches of `batch`; `on_step`
@@ -444,6 +544,14 @@ pub fn train(
         state.seconds = ck.seconds;
     }
 
+    if let Some(eps) = config.certify_eps {
+        let schedule = certified::Schedule {
+            eps,
+            warmup: config.certify_warmup * batches_per_epoch,
+            total: config.epochs * batches_per_epoch,
+        };
+        trainer = trainer.certified(schedule, state.epochs_done * batches_per_epoch)?;
+    }
     let total = (config.epochs * batches_per_epoch) as u64;
     observer.begin(
         "train",
@@ -518,6 +626,13 @@ pub fn train(
         train_seconds: state.seconds,
         samples_per_second: (config.epochs * n) as f64 / state.seconds.max(1e-9),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        certified: match config.certify_eps {
+            Some(eps) => Some(CertifiedFigure {
+                eps,
+                bounds_hold: certified::bounds_hold_share(&net, &data.test, eps)?,
+            }),
+            None => None,
+        },
     };
     run.save_summary(&summary)?;
     Ok((summary, net))

@@ -24,6 +24,14 @@ fn check_extension(
             to.epochs
         ));
     }
+    if from.certify_eps.is_some() && to.epochs != from.epochs {
+        return Err(format!(
+            "a certified-training run cannot be extended: its radius grows over the {} \
+             epochs it planned, so {} epochs would match no uninterrupted run (start a new \
+             run instead)",
+            from.epochs, to.epochs
+        ));
+    }
     if !same_rates_until(from, to, epochs_done * per_epoch, per_epoch) {
         return Err(format!(
             "the {epochs_done} epochs done ran the learning-rate schedule of {} epochs, \
@@ -120,6 +128,8 @@ mod tests {
             train_limit: None,
             init: Default::default(),
             anneal_epochs,
+            certify_eps: None,
+            certify_warmup: 0,
         }
     }
 
@@ -186,5 +196,25 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("(batch differ)"), "{e}");
+    }
+
+    /// A certified run's radius grows over the epochs it planned: extending it would
+    /// train a schedule no uninterrupted run has, so it is refused. Its hash leaves
+    /// older runs (no radius) as they were.
+    #[test]
+    fn certified_runs_do_not_extend() {
+        let certified = |epochs| TrainConfig {
+            certify_eps: Some(0.1),
+            certify_warmup: 1,
+            ..config(epochs, 0)
+        };
+        let run = RunRecord::new(certified(2));
+        let e = apply(&run, &certified(4), 2, 10).unwrap_err();
+        assert!(e.contains("cannot be extended"), "{e}");
+        assert!(apply(&run, &certified(2), 1, 10).unwrap().is_none());
+        let clean = config(2, 0);
+        assert_ne!(config_hash(&clean), config_hash(&certified(2)));
+        let json = serde_json::to_string(&clean).unwrap();
+        assert!(!json.contains("certify_eps"), "{json}");
     }
 }

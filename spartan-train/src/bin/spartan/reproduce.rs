@@ -280,6 +280,8 @@ fn train_stage(
         train_limit: None,
         init: Default::default(),
         anneal_epochs: 1,
+        certify_eps: None,
+        certify_warmup: 0,
     };
     let same_run = train::read_config(run_dir).ok().as_ref() == Some(&config);
     let summary_path = run_dir.join(train::files::SUMMARY);
