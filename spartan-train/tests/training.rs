@@ -88,13 +88,18 @@ fn each_epoch_reports_its_mean_loss() {
 }
 
 /// `--certify-eps` refuses what interval bounds cannot carry before any work starts,
-/// naming why: a radius outside (0, 1], a warm-up that leaves nothing to certify, and a
-/// network with non-monotone layers after its filter (candidate-b's cosines).
+/// naming why: a radius outside (0, 1], a warm-up that leaves nothing to certify, more
+/// filter units than a code holds, and a network with non-monotone layers after its
+/// filter (candidate-b's cosines).
 #[test]
 fn certified_training_refuses_what_it_cannot_bound() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["--certify-eps", "0.1", "--beta", "33"],
+            "β = 33 units per pixel: interval training takes at most 32",
+        ),
         (&["--certify-eps", "0"], "--certify-eps must be in (0, 1]"),
         (&["--certify-eps", "1.5"], "--certify-eps must be in (0, 1]"),
         (&["--certify-eps", "NaN"], "--certify-eps must be in (0, 1]"),

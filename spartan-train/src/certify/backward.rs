@@ -370,6 +370,7 @@ fn affine_back(a: &Affine, lam: &Lambda, konst: &mut [f64]) -> Lambda {
 /// `a·b` in eight independent partial sums, which vectorise (one running sum cannot:
 /// float addition does not reassociate); it was most of the branching's time.
 fn dot(a: &[f64], b: &[f64]) -> f64 {
+    debug_assert_eq!(a.len(), b.len(), "dot of unequal lengths");
     const LANES: usize = 8;
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let tail: f64 = ca

@@ -19,9 +19,9 @@ use super::init::Init;
 use super::network::Network;
 use super::pass::Gradients;
 use crate::certify::u8_ball;
-use ndarray::{ArrayView4, ArrayViewMut4};
+use ndarray::ArrayView4;
 use rand::SeedableRng;
-use spartan_core::codes::{element_units, Unit};
+use spartan_core::codes::{element_units, Unit, MAX_UNITS};
 use spartan_core::filter::{FilterKind, FilterSpec};
 use spartan_core::spec::{ArchSpec, LayerSpec, Shape};
 
@@ -44,6 +44,9 @@ pub enum IntervalError {
         "the filter mixes {0} input channels: interval training needs one unit set per element"
     )]
     MixedFilter(u16),
+    /// More filter units per element than a code holds.
+    #[error("the filter has β = {0} units per pixel: interval training takes at most {MAX_UNITS}")]
+    TooManyUnits(u16),
     /// The doubled network does not fit the format's limits.
     #[error("the network is too large to carry intervals: {0}")]
     TooLarge(#[from] spartan_core::Error),
@@ -60,9 +63,9 @@ pub struct IntervalNet {
 
 /// The spec whose layers carry `[l, u]` of `spec`'s layers `first..` on doubled channels.
 fn lift_spec(spec: &ArchSpec, first: usize, input: Shape) -> Result<ArchSpec, IntervalError> {
-    let double = |v: u16| {
+    let double = |v: u16, layer: usize| {
         v.checked_mul(2).ok_or(spartan_core::Error::InvalidSpec {
-            layer: first,
+            layer,
             reason: "too many channels to double",
         })
     };
@@ -76,11 +79,11 @@ fn lift_spec(spec: &ArchSpec, first: usize, input: Shape) -> Result<ArchSpec, In
         }
         let lifted = match layer {
             LayerSpec::Conv(mut c) => {
-                c.filters = double(c.filters)?;
+                c.filters = double(c.filters, i)?;
                 LayerSpec::Conv(c)
             }
             LayerSpec::Dense(mut d) => {
-                d.units = double(d.units)?;
+                d.units = double(d.units, i)?;
                 LayerSpec::Dense(d)
             }
             other => other,
@@ -88,7 +91,7 @@ fn lift_spec(spec: &ArchSpec, first: usize, input: Shape) -> Result<ArchSpec, In
         // Never more layers than the spec it comes from.
         let _ = layers.push(lifted);
     }
-    let input = Shape::new(input.height, input.width, double(input.channels)?);
+    let input = Shape::new(input.height, input.width, double(input.channels, first)?);
     Ok(ArchSpec { input, layers })
 }
 
@@ -99,6 +102,7 @@ fn lifted(spec: &ArchSpec) -> Result<(usize, ArchSpec), IntervalError> {
         Some(f) if f.kind == FilterKind::Conv && shapes[0].channels > 1 => {
             return Err(IntervalError::MixedFilter(shapes[0].channels))
         }
+        Some(f) if f.beta as usize > MAX_UNITS => return Err(IntervalError::TooManyUnits(f.beta)),
         Some(_) => 1,
         None => 0,
     };
@@ -256,13 +260,6 @@ impl IntervalNet {
         let s = self.lifted.shapes()[0];
         let dim = (n, s.height as usize, s.width as usize, s.channels as usize);
         ArrayView4::from_shape(dim, &values[..n * s.len()]).expect("box sized for the batch")
-    }
-
-    /// The lifted network's bounds, as a writable batch (for tests that build boxes).
-    pub fn box_view_mut<'b>(&self, values: &'b mut [f32], n: usize) -> ArrayViewMut4<'b, f32> {
-        let s = self.lifted.shapes()[0];
-        let dim = (n, s.height as usize, s.width as usize, s.channels as usize);
-        ArrayViewMut4::from_shape(dim, &mut values[..n * s.len()]).expect("box sized")
     }
 }
 

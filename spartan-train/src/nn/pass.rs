@@ -143,11 +143,6 @@ impl Gradients {
     pub fn values_mut(&mut self) -> &mut [f32] {
         &mut self.values
     }
-
-    /// Multiplies every gradient by `factor`.
-    pub fn scale(&mut self, factor: f32) {
-        self.values.iter_mut().for_each(|v| *v *= factor);
-    }
 }
 
 /// One chunk's share of a pass.

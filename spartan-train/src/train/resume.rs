@@ -102,11 +102,15 @@ fn differing_fields(a: &TrainConfig, b: &TrainConfig) -> String {
     let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) = (a, b) else {
         return "some settings".into();
     };
-    let names: Vec<&str> = a
-        .iter()
-        .filter(|(k, v)| b.get(*k) != Some(v))
-        .map(|(k, _)| k.as_str())
+    // Both sides' keys: a setting left out when unset is in only one of them.
+    let mut names: Vec<&str> = a
+        .keys()
+        .chain(b.keys())
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(String::as_str)
         .collect();
+    names.sort_unstable();
+    names.dedup();
     names.join(", ")
 }
 
@@ -214,6 +218,8 @@ mod tests {
         assert!(apply(&run, &certified(2), 1, 10).unwrap().is_none());
         let clean = config(2, 0);
         assert_ne!(config_hash(&clean), config_hash(&certified(2)));
+        let e = apply(&RunRecord::new(clean.clone()), &certified(2), 1, 10).unwrap_err();
+        assert!(e.contains("(certify_eps, certify_warmup differ)"), "{e}");
         let json = serde_json::to_string(&clean).unwrap();
         assert!(!json.contains("certify_eps"), "{json}");
     }

@@ -210,7 +210,7 @@ pub(super) fn train(a: TrainArgs, given: &[String], progress: Progress) -> anyho
     );
     if let Some(c) = summary.certified {
         println!(
-            "interval bounds prove {:.2}% of the test images at ε {} (u8 grid); \
+            "the training's interval bounds prove {:.2}% of the test images at ε {}; \
              `spartan certify` gives the sound figure",
             c.bounds_hold * 100.0,
             c.eps
