@@ -12,8 +12,9 @@ per-bit box), on the white-box images 150..1149.
     python tools/ibp_to_safetensors.py c.safetensors net.pt ibp.safetensors
     spartan import --safetensors ibp.safetensors --out ibp-c.spartan
 
-A measurement for issue 16, not part of the product: the trainer has no certified
-training. Needs torch, numpy and safetensors; one JSON line per epoch (clean accuracy and IBP-certified
+A measurement for issue 16, not part of the product, made before the trainer had
+certified training (`spartan train --certify-eps`, docs/training.md); kept as the
+independent PyTorch reference the in-product figures were compared with. Needs torch, numpy and safetensors; one JSON line per epoch (clean accuracy and IBP-certified
 accuracy at RADIUS on the white-box images).
 """
 import gzip, json, sys, time, os
