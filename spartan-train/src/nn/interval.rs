@@ -18,8 +18,9 @@
 use super::init::Init;
 use super::network::Network;
 use super::pass::Gradients;
+use super::workspace::Workspace;
 use crate::certify::u8_ball;
-use ndarray::ArrayView4;
+use ndarray::{ArrayView2, ArrayView4};
 use rand::SeedableRng;
 use spartan_core::codes::{element_units, Unit, MAX_UNITS};
 use spartan_core::filter::{FilterKind, FilterSpec};
@@ -52,13 +53,22 @@ pub enum IntervalError {
     TooLarge(#[from] spartan_core::Error),
 }
 
-/// The lifted network of a base network's layers after its filter (or all of them).
+/// The lifted network of a base network's layers after its filter (or all of them),
+/// with the input box of the last batch [`load`](Self::load)ed.
 #[derive(Clone, Debug)]
 pub struct IntervalNet {
     /// The first base layer the lifted network covers (1 after a filter, else 0).
     first: usize,
     /// Layer `j` carries base layer `first + j`'s bounds.
     lifted: Network,
+    /// The last batch's box, `n ×` the lifted input shape.
+    boxes: Vec<f32>,
+    /// Images in it.
+    n: usize,
+    /// The filter's code tables, with the radius and filter parameters they were made
+    /// for: kept while neither changes (the filter is frozen in certified training, the
+    /// radius constant after its ramp).
+    codes: Option<(f32, Vec<f32>, CodeBoxes)>,
 }
 
 /// The spec whose layers carry `[l, u]` of `spec`'s layers `first..` on doubled channels.
@@ -153,12 +163,18 @@ fn fold_weight_grad(w: &[f32], gl: &[f32], c_in: usize, c_out: usize, gw: &mut [
 }
 
 impl IntervalNet {
-    /// The lifted network of `base` (its parameters are set by [`sync`](Self::sync)).
+    /// The lifted network of `base` (its parameters are set by [`load`](Self::load)).
     pub fn new(base: &Network) -> Result<Self, IntervalError> {
         let (first, lifted_spec) = lifted(base.spec())?;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
         let lifted = Network::init_with(&lifted_spec, Init::default(), &mut rng)?;
-        Ok(IntervalNet { first, lifted })
+        Ok(IntervalNet {
+            first,
+            lifted,
+            boxes: Vec::new(),
+            n: 0,
+            codes: None,
+        })
     }
 
     /// Whether networks of `spec` can carry interval bounds (before any work starts).
@@ -166,7 +182,7 @@ impl IntervalNet {
         lifted(spec).map(|_| ())
     }
 
-    /// The lifted network (as last [`sync`](Self::sync)ed).
+    /// The lifted network (as last [`load`](Self::load)ed).
     pub fn lifted(&self) -> &Network {
         &self.lifted
     }
@@ -177,8 +193,41 @@ impl IntervalNet {
         (input.channels as usize, output.channels as usize)
     }
 
+    /// Sets the lifted parameters from `base`'s and the input box of images `x` at
+    /// radius `eps`: what [`lifted`](Self::lifted) then runs on ([`input`](Self::input)).
+    pub fn load(&mut self, base: &Network, x: ArrayView4<'_, f32>, eps: f32) {
+        self.sync(base);
+        self.fill_box(base, x, eps);
+    }
+
+    /// The input box of the last [`load`](Self::load), `n × h × w × 2c` (`[l, u]` along
+    /// the channels).
+    pub fn input(&self) -> ArrayView4<'_, f32> {
+        let s = self.lifted.shapes()[0];
+        let dim = (
+            self.n,
+            s.height as usize,
+            s.width as usize,
+            s.channels as usize,
+        );
+        ArrayView4::from_shape(dim, &self.boxes[..self.n * s.len()]).expect("box sized")
+    }
+
+    /// The bounds `[lower…, upper…]` of `base`'s outputs for images `x` at radius `eps`,
+    /// one row per image, in `ws`.
+    pub fn bounds<'w>(
+        &mut self,
+        base: &Network,
+        x: ArrayView4<'_, f32>,
+        eps: f32,
+        ws: &'w mut Workspace,
+    ) -> ArrayView2<'w, f32> {
+        self.load(base, x, eps);
+        self.lifted.forward(self.input(), ws)
+    }
+
     /// Sets the lifted parameters from `base`'s.
-    pub fn sync(&mut self, base: &Network) {
+    fn sync(&mut self, base: &Network) {
         let first = self.first;
         let mut lifted = self.lifted.params_mut().into_iter();
         for i in first..base.layers().len() {
@@ -216,55 +265,52 @@ impl IntervalNet {
         }
     }
 
-    /// The box every input element's first lifted layer sees, `n × h × w × 2c`
-    /// (`[l, u]` along the channels), for images `x` and radius `eps`.
-    pub fn input_box(&self, base: &Network, x: ArrayView4<'_, f32>, eps: f32, out: &mut Vec<f32>) {
+    /// Fills the box every input element's first lifted layer sees for images `x` at
+    /// radius `eps`.
+    fn fill_box(&mut self, base: &Network, x: ArrayView4<'_, f32>, eps: f32) {
         let shape = self.lifted.shapes()[0];
         let c = shape.channels as usize / 2;
-        let n = x.dim().0;
+        self.n = x.dim().0;
+        let out = &mut self.boxes;
         out.clear();
-        out.resize(n * shape.len(), 0.0);
+        out.resize(self.n * shape.len(), 0.0);
         let x = x.as_standard_layout();
         let x = x.as_slice().unwrap_or(&[]);
-        match base.spec().filter() {
-            None => {
-                for (px, bx) in x.chunks_exact(c).zip(out.chunks_exact_mut(2 * c)) {
-                    for (k, &v) in px.iter().enumerate() {
-                        bx[k] = (v - eps).max(0.0);
-                        bx[c + k] = (v + eps).min(1.0);
-                    }
+        let Some(spec) = base.spec().filter() else {
+            for (px, bx) in x.chunks_exact(c).zip(out.chunks_exact_mut(2 * c)) {
+                for (k, &v) in px.iter().enumerate() {
+                    bx[k] = (v - eps).max(0.0);
+                    bx[c + k] = (v + eps).min(1.0);
                 }
             }
-            Some(spec) => {
-                let boxes = CodeBoxes::new(base, spec, eps);
-                let ch = base.shapes()[0].channels as usize;
-                let beta = spec.beta as usize;
-                let elements = base.shapes()[0].len();
-                for (e_all, &v) in x.iter().enumerate() {
-                    let e = e_all % elements;
-                    let p = (v * 255.0).round().clamp(0.0, 255.0) as u8;
-                    let (lo, hi) = boxes.get(e, p);
-                    let (pixel, channel) = (e_all / ch, e_all % ch);
-                    let bx = &mut out[pixel * 2 * c..(pixel + 1) * 2 * c];
-                    for k in 0..beta {
-                        bx[channel * beta + k] = f32::from(u8::from(lo >> k & 1 == 1));
-                        bx[c + channel * beta + k] = f32::from(u8::from(hi >> k & 1 == 1));
-                    }
-                }
+            return;
+        };
+        let filter: Vec<f32> = base.layer_params(0).iter().flatten().copied().collect();
+        let fresh = |(e, f, _): &(f32, Vec<f32>, CodeBoxes)| *e == eps && *f == filter;
+        let boxes = match self.codes.take() {
+            Some(cached) if fresh(&cached) => cached,
+            _ => (eps, filter.clone(), CodeBoxes::new(base, spec, eps)),
+        };
+        let ch = base.shapes()[0].channels as usize;
+        let beta = spec.beta as usize;
+        let elements = base.shapes()[0].len();
+        for (e_all, &v) in x.iter().enumerate() {
+            let p = (v * 255.0).round().clamp(0.0, 255.0) as u8;
+            let (lo, hi) = boxes.2.get(e_all % elements, p);
+            let (pixel, channel) = (e_all / ch, e_all % ch);
+            let bx = &mut out[pixel * 2 * c..(pixel + 1) * 2 * c];
+            for k in 0..beta {
+                bx[channel * beta + k] = f32::from(u8::from(lo >> k & 1 == 1));
+                bx[c + channel * beta + k] = f32::from(u8::from(hi >> k & 1 == 1));
             }
         }
-    }
-
-    /// The box as a batch view.
-    pub fn box_view<'b>(&self, values: &'b [f32], n: usize) -> ArrayView4<'b, f32> {
-        let s = self.lifted.shapes()[0];
-        let dim = (n, s.height as usize, s.width as usize, s.channels as usize);
-        ArrayView4::from_shape(dim, &values[..n * s.len()]).expect("box sized for the batch")
+        self.codes = Some(boxes);
     }
 }
 
 /// Per filter element, the AND (lowest) and OR (highest) of the codes of every pixel of
 /// each pixel's `u8` ball, as bit sets: `lo[e·256 + p]`, `hi[e·256 + p]`.
+#[derive(Clone, Debug)]
 struct CodeBoxes {
     /// One table for all elements when the units are shared (Conv-Filtering).
     shared: bool,
@@ -338,13 +384,8 @@ mod tests {
 
     /// `[lower…, upper…]` of every image of `x` at radius `eps`.
     fn bounds(net: &Network, x: ArrayView4<'_, f32>, eps: f32) -> Vec<Vec<f32>> {
-        let mut interval = IntervalNet::new(net).unwrap();
-        interval.sync(net);
-        let mut boxes = Vec::new();
-        interval.input_box(net, x, eps, &mut boxes);
-        let view = interval.box_view(&boxes, x.dim().0);
         let mut ws = Workspace::new();
-        let out = interval.lifted().forward(view, &mut ws);
+        let out = IntervalNet::new(net).unwrap().bounds(net, x, eps, &mut ws);
         out.rows().into_iter().map(|r| r.to_vec()).collect()
     }
 
@@ -364,9 +405,9 @@ mod tests {
             if net.spec().filter().is_some() {
                 let codes = net.forward_layers(0..1, x.images(), &mut ws).to_owned();
                 let mut interval = IntervalNet::new(&net).unwrap();
-                interval.sync(&net);
-                let mut boxes = Vec::new();
-                interval.input_box(&net, x.images(), 0.0, &mut boxes);
+                interval.load(&net, x.images(), 0.0);
+                let boxes = interval.input().to_owned();
+                let boxes = boxes.as_slice().unwrap();
                 let c = net.shapes()[1].channels as usize;
                 let codes = codes.as_slice().unwrap();
                 for (px, bx) in codes.chunks(c).zip(boxes.chunks(2 * c)) {
@@ -463,10 +504,8 @@ mod tests {
         eps: f32,
     ) -> (f32, Gradients) {
         let mut interval = IntervalNet::new(net).unwrap();
-        interval.sync(net);
-        let mut boxes = Vec::new();
-        interval.input_box(net, x, eps, &mut boxes);
-        let view = interval.box_view(&boxes, labels.len());
+        interval.load(net, x, eps);
+        let view = interval.input();
         let scale = 1.0 / labels.len() as f32;
         let upstream = |i: usize, row: ArrayView1<'_, f32>, g: ArrayViewMut1<'_, f32>| {
             worst_case_row(row, labels[i] as usize, scale, g) * scale

@@ -11,8 +11,9 @@
 
 use crate::data::{Batch, Pixel};
 use crate::nn::interval::{IntervalError, IntervalNet};
+use crate::nn::loss::cross_entropy_row;
 use crate::nn::{Gradients, Network, Pass, Workspace};
-use ndarray::{ArrayView1, ArrayView4, ArrayViewMut1};
+use ndarray::{Array1, ArrayView1, ArrayView4, ArrayViewMut1};
 
 /// Share of the steps after the warm-up over which the radius grows to ε and κ falls
 /// to [`KAPPA_END`].
@@ -49,7 +50,6 @@ impl Schedule {
     pub fn stage(&self, step: usize) -> Stage {
         let ramp = RAMP_SHARE * self.total.saturating_sub(self.warmup).max(1) as f32;
         let grown = (step.saturating_sub(self.warmup) as f32 / ramp).clamp(0.0, 1.0);
-        let grown = if step < self.warmup { 0.0 } else { grown };
         Stage {
             eps: self.eps * grown,
             kappa: 1.0 - (1.0 - KAPPA_END) * grown,
@@ -67,22 +67,15 @@ pub fn worst_case_row(
     mut grad: ArrayViewMut1<'_, f32>,
 ) -> f32 {
     let classes = bounds.len() / 2;
-    let worst: Vec<f32> = (0..classes)
-        .map(|k| bounds[if k == y { k } else { classes + k }])
-        .collect();
-    let max = worst.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let exps: Vec<f32> = worst.iter().map(|&z| (z - max).exp()).collect();
-    let sum: f32 = exps.iter().sum();
+    let worst_of = |k: usize| if k == y { k } else { classes + k };
+    let worst: Array1<f32> = (0..classes).map(|k| bounds[worst_of(k)]).collect();
+    let mut g = Array1::zeros(classes);
+    let loss = cross_entropy_row(worst.view(), y, scale, g.view_mut());
     grad.fill(0.0);
-    for (k, e) in exps.iter().enumerate() {
-        let p = e / sum;
-        if k == y {
-            grad[k] = (p - 1.0) * scale;
-        } else {
-            grad[classes + k] = p * scale;
-        }
+    for (k, &v) in g.iter().enumerate() {
+        grad[worst_of(k)] = v;
     }
-    sum.ln() - (worst[y] - max)
+    loss
 }
 
 /// Whether the bounds `[lower…, upper…]` prove class `y`: its lower bound above every
@@ -103,7 +96,6 @@ pub struct Certified {
     interval: IntervalNet,
     ws: Workspace,
     grads: Gradients,
-    boxes: Vec<f32>,
 }
 
 impl Certified {
@@ -116,7 +108,6 @@ impl Certified {
             grads: Gradients::zeros(interval.lifted()),
             interval,
             ws: Workspace::new(),
-            boxes: Vec::new(),
         })
     }
 
@@ -131,8 +122,7 @@ impl Certified {
         weight: f32,
         grads: &mut Gradients,
     ) -> f32 {
-        self.interval.sync(net);
-        self.interval.input_box(net, x, eps, &mut self.boxes);
+        self.interval.load(net, x, eps);
         let scale = weight / labels.len().max(1) as f32;
         let upstream = |i: usize, row: ArrayView1<'_, f32>, g: ArrayViewMut1<'_, f32>| {
             worst_case_row(row, labels[i] as usize, scale, g) * scale
@@ -142,61 +132,42 @@ impl Certified {
             regularize: false,
             ..Pass::training(lifted)
         };
-        let boxes = self.interval.box_view(&self.boxes, labels.len());
-        let b = lifted.backward(boxes, &pass, upstream, &mut self.ws, Some(&mut self.grads));
+        let input = self.interval.input();
+        let b = lifted.backward(input, &pass, upstream, &mut self.ws, Some(&mut self.grads));
         let loss = b.totals.loss as f32;
         self.interval.fold_grads(net, &self.grads, grads);
         loss
     }
-
-    /// How many of images `x` the interval bounds prove at radius `eps`.
-    pub fn count_proven(
-        &mut self,
-        net: &Network,
-        x: ArrayView4<'_, f32>,
-        labels: &[u8],
-        eps: f32,
-    ) -> usize {
-        self.interval.sync(net);
-        self.interval.input_box(net, x, eps, &mut self.boxes);
-        let boxes = self.interval.box_view(&self.boxes, labels.len());
-        let bounds = self.interval.lifted().forward(boxes, &mut self.ws);
-        bounds
-            .rows()
-            .into_iter()
-            .zip(labels)
-            .filter(|(row, &y)| proven(row.view(), y as usize))
-            .count()
-    }
 }
 
 /// Share of `data`'s images the interval bounds of `net` prove at radius `eps` (on the
-/// `u8` grid, in the trainer's float arithmetic): what certified training aims at. A
-/// proof is `spartan certify`'s, which is sound and tighter.
+/// `u8` grid after a filter, in the trainer's float arithmetic): what certified training
+/// aims at. A proof is `spartan certify`'s, which is sound and tighter.
 pub fn bounds_hold_share(
     net: &Network,
     data: &Batch<impl Pixel>,
     eps: f32,
 ) -> Result<f64, IntervalError> {
-    let schedule = Schedule {
-        eps,
-        warmup: 0,
-        total: 0,
-    };
-    let mut certified = Certified::new(net, schedule, 0)?;
-    let (mut buf, mut labels, mut proven) = (Vec::new(), Vec::new(), 0);
+    let mut interval = IntervalNet::new(net)?;
+    let mut ws = Workspace::new();
+    let (mut buf, mut labels, mut count) = (Vec::new(), Vec::new(), 0);
     let all: Vec<usize> = (0..data.len()).collect();
     for chunk in all.chunks(256) {
         let x = data.gather_input(chunk, &mut buf, &mut labels);
-        proven += certified.count_proven(net, x, &labels, eps);
+        let bounds = interval.bounds(net, x, eps, &mut ws);
+        count += bounds
+            .rows()
+            .into_iter()
+            .zip(&labels)
+            .filter(|(row, &y)| proven(row.view(), y as usize))
+            .count();
     }
-    Ok(proven as f64 / data.len().max(1) as f64)
+    Ok(count as f64 / data.len().max(1) as f64)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::Array1;
 
     /// Clean warm-up, then a radius growing to ε as κ falls to ½, then both held.
     #[test]
